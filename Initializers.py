@@ -1,0 +1,205 @@
+"""Builds the encoder and decoder TrainStates and the model that pairs them."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from flax.training.train_state import TrainState
+
+from config import Config
+from modelBlocks import Carries, Decoder, Encoder, denormalize, normalize
+
+Array = jax.Array
+
+
+def make_optimizer(config: Config, total_steps: int):
+    """Adam on a cosine-decayed rate, with gradients clipped by norm."""
+    schedule = optax.cosine_decay_schedule(config.lr, max(total_steps, 1))
+    return optax.chain(
+        optax.clip_by_global_norm(1.0), optax.adam(learning_rate=schedule)
+    )
+
+
+def create_train_states(
+    config: Config, key: Array, total_steps: int
+) -> tuple[TrainState, TrainState]:
+    """Initializes the encoder and the decoder from two keys split off `key`.
+
+    `total_steps` is the length of the learning-rate schedule.
+    """
+    encoder_key, decoder_key = jax.random.split(key)
+    encoder = Encoder(
+        hidden=config.hidden,
+        layers=config.layers,
+        bidirectional=config.encoder == "bi",
+        merge=config.merge,
+        dropout=config.dropout,
+    )
+    decoder = Decoder(hidden=config.decoder_hidden, layers=config.layers)
+
+    window = jnp.zeros((1, config.in_len), jnp.float32)
+    encoder_params = encoder.init(encoder_key, window)["params"]
+    carries = encoder.apply({"params": encoder_params}, window)
+    previous = jnp.zeros((1,), jnp.float32)
+    decoder_params = decoder.init(decoder_key, carries, previous)["params"]
+
+    return (
+        TrainState.create(
+            apply_fn=encoder.apply,
+            params=encoder_params,
+            tx=make_optimizer(config, total_steps),
+        ),
+        TrainState.create(
+            apply_fn=decoder.apply,
+            params=decoder_params,
+            tx=make_optimizer(config, total_steps),
+        ),
+    )
+
+
+class Seq2Seq(struct.PyTreeNode):
+    """The encoder and decoder states held as one model.
+
+    Windows come in and forecasts go out in the series' units; everything
+    in between is per-window normalized (see `modelBlocks.normalize`).
+    """
+
+    encoder: TrainState
+    decoder: TrainState
+    config: Config = struct.field(pytree_node=False)
+    std_floor: float = struct.field(pytree_node=False)
+
+    @property
+    def params(self):
+        return self.encoder.params, self.decoder.params
+
+    def with_params(self, params) -> "Seq2Seq":
+        encoder_params, decoder_params = params
+        return self.replace(
+            encoder=self.encoder.replace(params=encoder_params),
+            decoder=self.decoder.replace(params=decoder_params),
+        )
+
+    def apply_gradients(self, grads) -> "Seq2Seq":
+        encoder_grads, decoder_grads = grads
+        return self.replace(
+            encoder=self.encoder.apply_gradients(grads=encoder_grads),
+            decoder=self.decoder.apply_gradients(grads=decoder_grads),
+        )
+
+    def encode(
+        self, window: Array, *, dropout_key: Array | None = None
+    ) -> Carries:
+        """Normalized window [batch, in_len] -> one carry per layer.
+
+        Dropout is on when a `dropout_key` is given.
+        """
+        train = dropout_key is not None
+        rngs = {"dropout": dropout_key} if train else {}
+        return self.encoder.apply_fn(
+            {"params": self.encoder.params}, window, train=train, rngs=rngs
+        )
+
+    def decode_step(
+        self, carries: Carries, previous: Array
+    ) -> tuple[Carries, Array]:
+        """One decoder step: previous value [batch] -> next value [batch]."""
+        return self.decoder.apply_fn(
+            {"params": self.decoder.params}, carries, previous
+        )
+
+    def decode(self, carries: Carries, inputs: Array) -> Array:
+        """Teacher-forced decoding, normalized values throughout.
+
+        Args:
+          carries: the encoder's carries, one per layer.
+          inputs: [batch, time], the value before each step to predict.
+
+        Returns:
+          Predictions [batch, time], step i made from inputs[:, : i + 1].
+        """
+
+        def step(carries, previous):
+            return self.decode_step(carries, previous)
+
+        _, outputs = jax.lax.scan(step, carries, inputs.T)
+        return outputs.T
+
+    def decode_free(self, carries: Carries, first: Array, steps: int) -> Array:
+        """Free-running decoding: each prediction is the next step's input.
+
+        Args:
+          carries: the encoder's carries, one per layer.
+          first: [batch], the last value of the window.
+          steps: how many values to generate.
+
+        Returns:
+          [batch, steps] normalized values.
+        """
+
+        def step(state, _):
+            carries, previous = state
+            carries, value = self.decode_step(carries, previous)
+            return (carries, value), value
+
+        _, outputs = jax.lax.scan(step, (carries, first), length=steps)
+        return outputs.T
+
+    def teacher_forced(
+        self,
+        context: Array,
+        target: Array,
+        *,
+        dropout_key: Array | None = None,
+    ) -> tuple[Array, Array]:
+        """Predictions and targets of a batch, both normalized by the window.
+
+        Args:
+          context: [batch, in_len] and target: [batch, out_len], in the
+            series' units.
+        """
+        window, mean, std = normalize(context, self.std_floor)
+        target = (target - mean) / std
+        carries = self.encode(window, dropout_key=dropout_key)
+        inputs = jnp.concatenate([window[:, -1:], target[:, :-1]], axis=1)
+        return self.decode(carries, inputs), target
+
+    def generate(self, context: Array, horizon: int) -> Array:
+        """Forecasts `horizon` values after each window, free-running.
+
+        Horizons past the trained output length are made chunk by chunk:
+        after each chunk the newest `in_len` values, forecasts included,
+        are normalized and encoded afresh, so every chunk starts from a
+        window like the ones seen in training.
+
+        Args:
+          context: [batch, in_len] in the series' units.
+          horizon: number of values to forecast (static).
+
+        Returns:
+          [batch, horizon] in the series' units.
+        """
+        out_len = self.config.out_len
+        chunks = math.ceil(horizon / out_len)
+
+        def forecast_chunk(context, _):
+            window, mean, std = normalize(context, self.std_floor)
+            carries = self.encode(window)
+            chunk = self.decode_free(carries, window[:, -1], out_len)
+            chunk = denormalize(chunk, mean, std)
+            context = jnp.concatenate([context, chunk], axis=1)
+            return context[:, out_len:], chunk
+
+        _, chunks = jax.lax.scan(forecast_chunk, context, length=chunks)
+        forecast = chunks.transpose(1, 0, 2).reshape(context.shape[0], -1)
+        return forecast[:, :horizon]
+
+
+def create_model(
+    config: Config, key: Array, total_steps: int, std_floor: float
+) -> Seq2Seq:
+    """The model for `config`, freshly initialized from `key`."""
+    encoder, decoder = create_train_states(config, key, total_steps)
+    return Seq2Seq(encoder, decoder, config, std_floor)

@@ -1,0 +1,194 @@
+"""Training, evaluation, generation and checkpoints of a Seq2Seq model."""
+
+import functools
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+from config import Config, InputError
+from Initializers import Seq2Seq, create_model
+
+Array = jax.Array
+Batch = dict[str, Array]  # context [B, in_len], target [B, out_len], mask [B]
+
+
+def _masked_mean(per_window: Array, mask: Array) -> Array:
+    return jnp.sum(per_window * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+@jax.jit
+def train_step(
+    model: Seq2Seq, batch: Batch, dropout_key: Array
+) -> tuple[Seq2Seq, dict[str, Array]]:
+    """One teacher-forced update of both states from one backward pass."""
+    step_key = jax.random.fold_in(dropout_key, model.encoder.step)
+
+    def loss_fn(params):
+        prediction, target = model.with_params(params).teacher_forced(
+            batch["context"], batch["target"], dropout_key=step_key
+        )
+        per_window = jnp.mean((prediction - target) ** 2, axis=-1)
+        return _masked_mean(per_window, batch["mask"])
+
+    loss, grads = jax.value_and_grad(loss_fn)(model.params)
+    return model.apply_gradients(grads), {"loss": loss}
+
+
+def train_epoch(
+    model: Seq2Seq, loader: Iterable[Batch], dropout_key: Array
+) -> tuple[Seq2Seq, float]:
+    """Runs `train_step` over the loader; returns the mean batch loss."""
+    losses = []
+    for batch in loader:
+        model, metrics = train_step(model, batch, dropout_key)
+        losses.append(metrics["loss"])
+    return model, float(jnp.mean(jnp.stack(losses))) if losses else 0.0
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def generate(model: Seq2Seq, context: Array, horizon: int) -> Array:
+    """Free-running forecasts [batch, horizon] after context [batch, in_len].
+
+    Runs as one `lax.scan` (see `Seq2Seq.generate`).
+    """
+    return model.generate(context, horizon)
+
+
+@jax.jit
+def eval_step(model: Seq2Seq, batch: Batch) -> dict[str, Array]:
+    """Per-window errors of a batch, padded rows included (mask them out).
+
+    `loss` is the teacher-forced MSE in normalized units; `mse` and `mae`
+    are of free-running forecasts, in the series' units.
+    """
+    prediction, target = model.teacher_forced(batch["context"], batch["target"])
+    forecast = model.generate(batch["context"], batch["target"].shape[1])
+    error = forecast - batch["target"]
+    return {
+        "loss": jnp.mean((prediction - target) ** 2, axis=-1),
+        "mse": jnp.mean(error**2, axis=-1),
+        "mae": jnp.mean(jnp.abs(error), axis=-1),
+        "forecast": forecast,
+    }
+
+
+def evaluate(model: Seq2Seq, loader: Iterable[Batch]) -> dict[str, Any]:
+    """Mean errors over every window of the loader, and the forecasts.
+
+    Returns `loss`, `mse`, `mae` (floats) and `forecasts`, a numpy array
+    [windows, out_len] in the loader's order.
+    """
+    sums = {"loss": 0.0, "mse": 0.0, "mae": 0.0}
+    forecasts, count = [], 0
+    for batch in loader:
+        out = eval_step(model, batch)
+        real = np.asarray(batch["mask"]) > 0
+        for name in sums:
+            sums[name] += float(np.asarray(out[name])[real].sum())
+        forecasts.append(np.asarray(out["forecast"])[real])
+        count += int(real.sum())
+    metrics = {name: total / max(count, 1) for name, total in sums.items()}
+    metrics["forecasts"] = np.concatenate(forecasts) if forecasts else None
+    return metrics
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints: both states, the config and the normalization statistics.
+
+
+def make_checkpoint_manager(directory: Path) -> ocp.CheckpointManager:
+    """Keeps the latest checkpoint and the one of lowest validation MSE."""
+    policy = checkpoint_managers.AnyPreservationPolicy(
+        [
+            checkpoint_managers.LatestN(1),
+            checkpoint_managers.BestN(
+                get_metric_fn=_val_mse, reverse=True, n=1
+            ),
+        ]
+    )
+    options = ocp.CheckpointManagerOptions(
+        best_fn=_val_mse, best_mode="min", preservation_policy=policy
+    )
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+
+def _val_mse(metrics: dict[str, float]) -> float:
+    return metrics["val_mse"]
+
+
+def save_checkpoint(
+    manager: ocp.CheckpointManager,
+    epoch: int,
+    model: Seq2Seq,
+    *,
+    val_mse: float,
+    norm: dict[str, float],
+    total_steps: int,
+) -> None:
+    """Saves the model after `epoch` (asynchronously; see `wait`)."""
+    manager.save(
+        epoch,
+        args=ocp.args.Composite(
+            encoder=ocp.args.StandardSave(model.encoder),
+            decoder=ocp.args.StandardSave(model.decoder),
+            config=ocp.args.JsonSave(model.config.to_json()),
+            norm=ocp.args.JsonSave(norm),
+            meta=ocp.args.JsonSave(
+                {"epoch": epoch, "total_steps": total_steps}
+            ),
+        ),
+        metrics={"val_mse": val_mse},
+    )
+
+
+def restore_checkpoint(
+    directory: Path, which: str = "best"
+) -> tuple[Seq2Seq, dict[str, Any]]:
+    """Rebuilds the model from a checkpoint directory alone.
+
+    Args:
+      directory: the `checkpoints/` folder a run wrote.
+      which: "best" (lowest validation MSE) or "latest".
+
+    Returns:
+      The model and a dict with `epoch`, `norm` and `total_steps`.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(f"{directory}: no such checkpoint directory")
+    manager = make_checkpoint_manager(directory)
+    step = manager.best_step() if which == "best" else manager.latest_step()
+    if step is None:
+        raise InputError(f"{directory}: holds no checkpoint")
+
+    json_items = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            config=ocp.args.JsonRestore(),
+            norm=ocp.args.JsonRestore(),
+            meta=ocp.args.JsonRestore(),
+        ),
+    )
+    config = Config.from_json(json_items.config)
+    norm, meta = json_items.norm, json_items.meta
+    template = create_model(
+        config,
+        jax.random.PRNGKey(0),
+        meta["total_steps"],
+        norm["std_floor"],
+    )
+    states = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            encoder=ocp.args.StandardRestore(template.encoder),
+            decoder=ocp.args.StandardRestore(template.decoder),
+        ),
+    )
+    model = template.replace(encoder=states.encoder, decoder=states.decoder)
+    return model, {"epoch": meta["epoch"], "norm": norm, **meta}
