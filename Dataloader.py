@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import torch
 import torch.utils.data
@@ -325,6 +324,16 @@ class WindowDataset(torch.utils.data.Dataset):
             self.values[split : split + self.out_len],
         )
 
+    def __getitems__(self, indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Returns k windows: contexts [k, in_len] and targets [k, out_len].
+
+        The DataLoader calls this instead of k calls of __getitem__.
+        """
+        rows = self.starts[np.asarray(indices)][:, None]
+        contexts = self.values[rows + np.arange(self.in_len)]
+        targets = self.values[rows + self.in_len + np.arange(self.out_len)]
+        return contexts, targets
+
     def target_times(self, i: int) -> np.ndarray:
         """Returns the t values of window i's target, [out_len]."""
         split = self.starts[i] + self.in_len
@@ -351,20 +360,20 @@ def check_windows(dataset: WindowDataset, split_name: str, source: str) -> None:
 
 
 def collate_windows(
-    items: list[tuple[np.ndarray, np.ndarray]], batch_size: int
+    windows: tuple[np.ndarray, np.ndarray], batch_size: int
 ) -> dict[str, np.ndarray]:
-    """Stacks windows into float32 numpy arrays padded to batch_size rows.
+    """Pads a batch from `WindowDataset.__getitems__` to batch_size rows.
 
     Padded rows repeat the last real row, which keeps them in range for
     anything computed before the mask; mask is 0 on them and 1 elsewhere.
     """
-    context = np.stack([c for c, _ in items]).astype(np.float32)
-    target = np.stack([t for _, t in items]).astype(np.float32)
-    mask = (np.arange(batch_size) < len(items)).astype(np.float32)
-    pad = batch_size - len(items)
-    if pad > 0:
-        context = np.concatenate([context, np.repeat(context[-1:], pad, 0)])
-        target = np.concatenate([target, np.repeat(target[-1:], pad, 0)])
+    context, target = windows
+    real = len(context)
+    mask = (np.arange(batch_size) < real).astype(np.float32)
+    if real < batch_size:
+        pad = np.full(batch_size - real, real - 1)
+        context = np.concatenate([context, context[pad]])
+        target = np.concatenate([target, target[pad]])
     return {"context": context, "target": target, "mask": mask}
 
 
@@ -423,7 +432,7 @@ class JaxLoader(torch.utils.data.DataLoader):
     def __iter__(self) -> Iterator[Batch]:
         # Converted here, in the main process: workers never touch JAX.
         for batch in super().__iter__():
-            yield {name: jnp.asarray(value) for name, value in batch.items()}
+            yield jax.device_put(batch)
 
 
 def make_loader(

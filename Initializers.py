@@ -181,6 +181,8 @@ class Seq2Seq(struct.PyTreeNode):
         Returns:
           [batch, horizon] in the series' units.
         """
+        if horizon < 1:
+            raise ValueError(f"horizon must be at least 1, got {horizon}")
         out_len = self.config.out_len
         chunks = math.ceil(horizon / out_len)
 

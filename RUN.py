@@ -55,6 +55,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--lr", type=float, default=defaults.lr)
     p.add_argument("--num-workers", type=int, default=defaults.num_workers)
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=defaults.checkpoint_every,
+        help="epochs between checkpoints (improvements are always saved)",
+    )
     p.add_argument("--quiet", action="store_true", help="no epoch log lines")
     return p.parse_args(argv)
 
@@ -77,6 +83,7 @@ def make_configs(args: argparse.Namespace) -> list[Config]:
             batch_size=args.batch_size,
             lr=args.lr,
             num_workers=args.num_workers,
+            checkpoint_every=args.checkpoint_every,
         )
         for dataset in datasets
     ]

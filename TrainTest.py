@@ -127,11 +127,14 @@ def save_checkpoint(
     epoch: int,
     model: Seq2Seq,
     *,
-    val_mse: float,
     norm: dict[str, float],
-    total_steps: int,
+    meta: dict[str, Any],
 ) -> None:
-    """Saves the model after `epoch` (asynchronously; see `wait`)."""
+    """Saves the model after `epoch`, asynchronously.
+
+    `meta` must hold `val_mse`, by which the best checkpoint is kept, and
+    `total_steps`, the length of the learning-rate schedule.
+    """
     manager.save(
         epoch,
         args=ocp.args.Composite(
@@ -139,33 +142,38 @@ def save_checkpoint(
             decoder=ocp.args.StandardSave(model.decoder),
             config=ocp.args.JsonSave(model.config.to_json()),
             norm=ocp.args.JsonSave(norm),
-            meta=ocp.args.JsonSave(
-                {"epoch": epoch, "total_steps": total_steps}
-            ),
+            meta=ocp.args.JsonSave({"epoch": epoch, **meta}),
         ),
-        metrics={"val_mse": val_mse},
+        metrics={"val_mse": meta["val_mse"]},
     )
 
 
+def open_checkpoints(directory: Path) -> ocp.CheckpointManager:
+    """The manager of an existing checkpoint directory, or of a run's."""
+    directory = Path(directory)
+    if (directory / "checkpoints").is_dir():
+        directory = directory / "checkpoints"
+    if not directory.is_dir():
+        raise InputError(f"{directory}: no such checkpoint directory")
+    return make_checkpoint_manager(directory)
+
+
 def restore_checkpoint(
-    directory: Path, which: str = "best"
+    manager: ocp.CheckpointManager, which: str = "best"
 ) -> tuple[Seq2Seq, dict[str, Any]]:
-    """Rebuilds the model from a checkpoint directory alone.
+    """Rebuilds the model from what the checkpoint holds, and nothing else.
 
     Args:
-      directory: the `checkpoints/` folder a run wrote.
+      manager: from `open_checkpoints` or `make_checkpoint_manager`.
       which: "best" (lowest validation MSE) or "latest".
 
     Returns:
-      The model and a dict with `epoch`, `norm` and `total_steps`.
+      The model and the checkpoint's metadata: `epoch`, `norm` and what
+      `save_checkpoint` was given as `meta`.
     """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise InputError(f"{directory}: no such checkpoint directory")
-    manager = make_checkpoint_manager(directory)
     step = manager.best_step() if which == "best" else manager.latest_step()
     if step is None:
-        raise InputError(f"{directory}: holds no checkpoint")
+        raise InputError(f"{manager.directory}: holds no checkpoint")
 
     json_items = manager.restore(
         step,
@@ -178,10 +186,7 @@ def restore_checkpoint(
     config = Config.from_json(json_items.config)
     norm, meta = json_items.norm, json_items.meta
     template = create_model(
-        config,
-        jax.random.PRNGKey(0),
-        meta["total_steps"],
-        norm["std_floor"],
+        config, jax.random.PRNGKey(0), meta["total_steps"], norm["std_floor"]
     )
     states = manager.restore(
         step,
@@ -191,4 +196,4 @@ def restore_checkpoint(
         ),
     )
     model = template.replace(encoder=states.encoder, decoder=states.decoder)
-    return model, {"epoch": meta["epoch"], "norm": norm, **meta}
+    return model, {**meta, "norm": norm}

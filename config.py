@@ -40,6 +40,7 @@ class Config:
     lr: float = 1e-2  # initial rate of the cosine decay
     seed: int = 0
     num_workers: int = 0  # DataLoader worker processes
+    checkpoint_every: int = 10  # epochs between saves; improvements always
 
     def __post_init__(self):
         _check_config(self)
@@ -69,7 +70,8 @@ def _check_config(config: Config) -> None:
     def flag(name: str) -> str:
         return "--" + name.replace("_", "-")
 
-    for name in ("in_len", "out_len", "stride", "hidden", "layers"):
+    positive = ("in_len", "out_len", "stride", "hidden", "layers")
+    for name in (*positive, "checkpoint_every"):
         if getattr(config, name) < 1:
             raise InputError(f"{flag(name)}: must be at least 1")
     if config.epochs < 0:

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 import plots
-from config import Config
+from config import Config, InputError
 from Dataloader import (
     Splits,
     WindowDataset,
@@ -25,6 +25,7 @@ from TrainTest import (
     evaluate,
     generate,
     make_checkpoint_manager,
+    open_checkpoints,
     restore_checkpoint,
     save_checkpoint,
     train_epoch,
@@ -64,14 +65,26 @@ def make_windows(config: Config, splits: Splits) -> dict[str, WindowDataset]:
     return windows
 
 
+def config_differences(config: Config, other: Config) -> list[str]:
+    """Fields in which two runs differ, worker count aside."""
+    ours, theirs = config.to_json(), other.to_json()
+    return [
+        f"{name} {ours[name]!r} vs {theirs[name]!r}"
+        for name in ours
+        if name != "num_workers" and ours[name] != theirs[name]
+    ]
+
+
 def train(
     config: Config, splits: Splits, run_dir: Path
 ) -> tuple[Seq2Seq, dict[str, Any]]:
     """Trains on the training split, choosing the epoch by validation.
 
-    Every epoch is checkpointed under `run_dir/checkpoints`; the latest one
-    and the one of lowest free-running validation MSE are kept. Returns
-    the best model and a summary of training.
+    Checkpoints go to `run_dir/checkpoints`: every `checkpoint_every`
+    epochs and whenever validation improves; the latest one and the one of
+    lowest free-running validation MSE are kept. A run that finds its own
+    checkpoints there resumes from the latest. Returns the best model and
+    a summary of training.
     """
     windows = make_windows(config, splits)
     train_loader = make_loader(
@@ -84,31 +97,48 @@ def train(
     val_loader = make_loader(windows["val"], config.batch_size, train=False)
     norm = fit_normalization(splits)
     total_steps = config.epochs * len(train_loader)
-
     init_key, dropout_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    model = create_model(config, init_key, total_steps, norm["std_floor"])
     manager = make_checkpoint_manager(run_dir / "checkpoints")
 
-    def checkpoint(epoch: int, model: Seq2Seq) -> float:
+    def validate_and_save(epoch, model, best, seconds) -> float:
         val_mse = evaluate(model, val_loader)["mse"]
-        save_checkpoint(
-            manager,
-            epoch,
-            model,
-            val_mse=val_mse,
-            norm=norm,
-            total_steps=total_steps,
-        )
+        due = epoch % config.checkpoint_every == 0 or epoch == config.epochs
+        if val_mse < best or due:
+            meta = {
+                "val_mse": val_mse,
+                "total_steps": total_steps,
+                "train_seconds": seconds,
+            }
+            save_checkpoint(manager, epoch, model, norm=norm, meta=meta)
         return val_mse
 
-    start = time.perf_counter()
-    checkpoint(0, model)
-    for epoch in range(1, config.epochs + 1):
+    if manager.latest_step() is None:
+        model = create_model(config, init_key, total_steps, norm["std_floor"])
+        first_epoch, seconds = 1, 0.0
+        best = validate_and_save(0, model, math.inf, seconds)
+    else:
+        model, meta = restore_checkpoint(manager, "latest")
+        differences = config_differences(config, model.config)
+        if differences:
+            raise InputError(
+                f"{manager.directory}: holds a run with another "
+                f"configuration ({'; '.join(differences)}); "
+                "choose another --workdir"
+            )
+        model = model.replace(config=config)
+        first_epoch, seconds = meta["epoch"] + 1, meta["train_seconds"]
+        best = restore_checkpoint(manager, "best")[1]["val_mse"]
+        log.info("resuming after epoch %d", meta["epoch"])
+
+    start = time.perf_counter() - seconds
+    for epoch in range(first_epoch, config.epochs + 1):
         train_loader.set_epoch(epoch)
         model, loss = train_epoch(model, train_loader, dropout_key)
         if not math.isfinite(loss):
             raise FloatingPointError(f"epoch {epoch}: training loss is {loss}")
-        val_mse = checkpoint(epoch, model)
+        seconds = time.perf_counter() - start
+        val_mse = validate_and_save(epoch, model, best, seconds)
+        best = min(best, val_mse)
         log.info(
             "epoch %d/%d  train loss %.3e  val mse %.3e",
             epoch,
@@ -117,14 +147,13 @@ def train(
             val_mse,
         )
     manager.wait_until_finished()
-    train_seconds = time.perf_counter() - start
-    manager.close()
 
-    model, info = restore_checkpoint(run_dir / "checkpoints", "best")
-    return model, {
+    model, meta = restore_checkpoint(manager, "best")
+    manager.close()
+    return model.replace(config=config), {
         "epochs": config.epochs,
-        "best_epoch": info["epoch"],
-        "train_seconds": train_seconds,
+        "best_epoch": meta["epoch"],
+        "train_seconds": seconds,
     }
 
 
@@ -227,7 +256,9 @@ def run(config: Config, workdir: Path) -> dict[str, Any]:
 
 def rerun_from_checkpoint(checkpoint_dir: Path, workdir: Path) -> dict:
     """Redoes forecasts, metrics and plots of a saved model, untrained."""
-    model, info = restore_checkpoint(checkpoint_dir, "best")
+    manager = open_checkpoints(checkpoint_dir)
+    model, meta = restore_checkpoint(manager, "best")
+    manager.close()
     config = model.config
     splits = load_splits(config)
     run_dir = Path(workdir) / dataset_name(config.dataset)
@@ -236,8 +267,8 @@ def rerun_from_checkpoint(checkpoint_dir: Path, workdir: Path) -> dict:
         "dataset": dataset_name(config.dataset),
         **evaluate_forecasts(model, splits, run_dir),
         "epochs": config.epochs,
-        "best_epoch": info["epoch"],
-        "train_seconds": None,
+        "best_epoch": meta["epoch"],
+        "train_seconds": meta["train_seconds"],
         "restored_from": str(Path(checkpoint_dir).absolute()),
         "config": config.to_json(),
     }

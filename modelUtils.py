@@ -70,8 +70,8 @@ class BiLSTMLayer(nn.Module):
     @nn.compact
     def __call__(self, inputs: Array) -> tuple[Carry, Array]:
         merge = MERGES[self.merge]
-        forward = nn.RNN(nn.OptimizedLSTMCell(self.hidden), name="forward")
-        backward = nn.RNN(nn.OptimizedLSTMCell(self.hidden), name="backward")
+        forward = nn.RNN(nn.OptimizedLSTMCell(self.hidden, name="forward"))
+        backward = nn.RNN(nn.OptimizedLSTMCell(self.hidden, name="backward"))
         bidirectional = nn.Bidirectional(
             forward, backward, merge_fn=merge, return_carry=True
         )
