@@ -37,24 +37,66 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="a run's checkpoint "
         "directory: redo forecasts, metrics and plots, untrained",
     )
-    p.add_argument("--epochs", type=int, default=defaults.epochs)
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--encoder", choices=["uni", "bi"], default=defaults.encoder)
+    p.add_argument(
+        "--epochs", type=int, default=defaults.epochs, help="training epochs"
+    )
+    p.add_argument(
+        "--seed", type=int, default=defaults.seed, help="random seed"
+    )
+    p.add_argument(
+        "--encoder",
+        choices=["uni", "bi"],
+        default=defaults.encoder,
+        help="unidirectional or bidirectional",
+    )
     p.add_argument(
         "--merge",
         choices=["concat", "sum", "mean", "max"],
         default=defaults.merge,
         help="how the bidirectional encoder merges its two directions",
     )
-    p.add_argument("--hidden", type=int, default=defaults.hidden)
-    p.add_argument("--layers", type=int, default=defaults.layers)
-    p.add_argument("--dropout", type=float, default=defaults.dropout)
-    p.add_argument("--in-len", type=int, default=defaults.in_len)
-    p.add_argument("--out-len", type=int, default=defaults.out_len)
-    p.add_argument("--stride", type=int, default=defaults.stride)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--lr", type=float, default=defaults.lr)
-    p.add_argument("--num-workers", type=int, default=defaults.num_workers)
+    p.add_argument(
+        "--hidden", type=int, default=defaults.hidden, help="LSTM units"
+    )
+    p.add_argument(
+        "--layers", type=int, default=defaults.layers, help="LSTM layers"
+    )
+    p.add_argument(
+        "--dropout",
+        type=float,
+        default=defaults.dropout,
+        help="between encoder layers",
+    )
+    p.add_argument(
+        "--in-len", type=int, default=defaults.in_len, help="input window"
+    )
+    p.add_argument(
+        "--out-len",
+        type=int,
+        default=defaults.out_len,
+        help="forecast length trained on",
+    )
+    p.add_argument(
+        "--stride", type=int, default=defaults.stride, help="between windows"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help="windows per batch",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=defaults.lr,
+        help="initial learning rate (cosine decay)",
+    )
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=defaults.num_workers,
+        help="DataLoader worker processes",
+    )
     p.add_argument(
         "--checkpoint-every",
         type=int,

@@ -60,6 +60,25 @@ def generate(model: Seq2Seq, context: Array, horizon: int) -> Array:
     return model.generate(context, horizon)
 
 
+def forecast_windows(
+    model: Seq2Seq, contexts: np.ndarray, horizon: int, batch_size: int
+) -> np.ndarray:
+    """`generate` over many windows [n, in_len] -> [n, horizon], numpy.
+
+    Windows go in batches of `batch_size`, the last one padded, so that
+    the generator compiles once per horizon.
+    """
+    outputs = []
+    for start in range(0, len(contexts), batch_size):
+        batch = contexts[start : start + batch_size]
+        pad = np.repeat(batch[-1:], batch_size - len(batch), axis=0)
+        padded = jnp.asarray(np.concatenate([batch, pad]), jnp.float32)
+        outputs.append(
+            np.asarray(generate(model, padded, horizon))[: len(batch)]
+        )
+    return np.concatenate(outputs)
+
+
 @jax.jit
 def eval_step(model: Seq2Seq, batch: Batch) -> dict[str, Array]:
     """Per-window errors of a batch, padded rows included (mask them out).
