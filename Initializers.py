@@ -14,12 +14,24 @@ from modelBlocks import Carries, Decoder, Encoder, denormalize, normalize
 Array = jax.Array
 
 
+def make_schedule(config: Config, total_steps: int) -> optax.Schedule:
+    """The learning rate by step; warmup takes the first 5% of the steps."""
+    steps = max(total_steps, 1)
+    if config.lr_schedule == "constant":
+        return optax.constant_schedule(config.lr)
+    if config.lr_schedule == "warmup-cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0, config.lr, max(steps // 20, 1), steps
+        )
+    return optax.cosine_decay_schedule(config.lr, steps)
+
+
 def make_optimizer(config: Config, total_steps: int):
-    """Adam on a cosine-decayed rate, with gradients clipped by norm."""
-    schedule = optax.cosine_decay_schedule(config.lr, max(total_steps, 1))
-    return optax.chain(
-        optax.clip_by_global_norm(1.0), optax.adam(learning_rate=schedule)
-    )
+    """Adam on the configured schedule, gradients clipped by global norm."""
+    adam = optax.adam(learning_rate=make_schedule(config, total_steps))
+    if config.clip_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(config.clip_norm), adam)
+    return adam
 
 
 def create_train_states(
@@ -110,21 +122,34 @@ class Seq2Seq(struct.PyTreeNode):
             {"params": self.decoder.params}, carries, previous
         )
 
-    def decode(self, carries: Carries, inputs: Array) -> Array:
-        """Teacher-forced decoding, normalized values throughout.
+    def decode(
+        self, carries: Carries, inputs: Array, use_truth: Array | None = None
+    ) -> Array:
+        """Teacher-forced (or scheduled-sampling) decoding, normalized values.
 
         Args:
           carries: the encoder's carries, one per layer.
-          inputs: [batch, time], the value before each step to predict.
+          inputs: [batch, time], the true value before each step to predict.
+          use_truth: [batch, time] bool, where a step is fed inputs[:, i]
+            rather than the model's own previous prediction; all True (the
+            default) is teacher forcing. Step 0 always gets inputs[:, 0],
+            the window's last value: there is no prediction before it.
 
         Returns:
           Predictions [batch, time], step i made from inputs[:, : i + 1].
         """
+        if use_truth is None:
+            use_truth = jnp.ones(inputs.shape, bool)
 
-        def step(carries, previous):
-            return self.decode_step(carries, previous)
+        def step(state, given):
+            carries, predicted = state
+            truth, fed_truth = given
+            previous = jnp.where(fed_truth, truth, predicted)
+            carries, value = self.decode_step(carries, previous)
+            return (carries, value), value
 
-        _, outputs = jax.lax.scan(step, carries, inputs.T)
+        state = (carries, inputs[:, 0])
+        _, outputs = jax.lax.scan(step, state, (inputs.T, use_truth.T))
         return outputs.T
 
     def decode_free(self, carries: Carries, first: Array, steps: int) -> Array:
@@ -153,18 +178,22 @@ class Seq2Seq(struct.PyTreeNode):
         target: Array,
         *,
         dropout_key: Array | None = None,
+        use_truth: Array | None = None,
     ) -> tuple[Array, Array]:
         """Predictions and targets of a batch, both normalized by the window.
 
         Args:
           context: [batch, in_len] and target: [batch, out_len], in the
             series' units.
+          dropout_key: turns dropout on.
+          use_truth: [batch, out_len] bool, see `decode`; None is teacher
+            forcing throughout.
         """
         window, mean, std = normalize(context, self.std_floor)
         target = (target - mean) / std
         carries = self.encode(window, dropout_key=dropout_key)
         inputs = jnp.concatenate([window[:, -1:], target[:, :-1]], axis=1)
-        return self.decode(carries, inputs), target
+        return self.decode(carries, inputs, use_truth), target
 
     def generate(self, context: Array, horizon: int) -> Array:
         """Forecasts `horizon` values after each window, free-running.

@@ -1,11 +1,12 @@
 """Trains and evaluates the seq2seq LSTM forecaster: python RUN.py --help."""
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
 
-from config import TOY_DATASETS, Config, InputError
+from config import TOY_DATASETS, Config, InputError, flag_name
 
 log = logging.getLogger("RUN")
 
@@ -16,133 +17,103 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(seed) for seed in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a list of integers: {text!r}"
+        ) from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"a seed repeats: {text!r}")
+    return seeds
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    defaults = Config()
+    """The flags: one per `Config` field, and those of the run itself."""
     p = _Parser(
         prog="RUN.py",
         description="Train the seq2seq LSTM forecaster and evaluate its "
-        "free-running forecasts on the test range.",
+        "free-running forecasts on the test range, beside naive baselines.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument(
-        "--dataset",
-        default="all",
-        help="sine, linear, all (both), or the PATH of a series file "
-        "(CSV with t,y; one column of values; or tab-separated windows)",
     )
     p.add_argument("--workdir", default="runs", help="where runs are written")
     p.add_argument(
         "--restore",
         metavar="DIR",
-        help="a run's checkpoint "
-        "directory: redo forecasts, metrics and plots, untrained",
+        help="a run's folder or its checkpoints/: redo forecasts, metrics "
+        "and plots without training",
     )
     p.add_argument(
-        "--epochs", type=int, default=defaults.epochs, help="training epochs"
+        "--seeds",
+        type=_seeds,
+        metavar="S1,S2,...",
+        help="train once per seed (in WORKDIR/<dataset>/seed<S>/) and "
+        "report the mean and standard deviation",
     )
-    p.add_argument(
-        "--seed", type=int, default=defaults.seed, help="random seed"
-    )
-    p.add_argument(
-        "--encoder",
-        choices=["uni", "bi"],
-        default=defaults.encoder,
-        help="unidirectional or bidirectional",
-    )
-    p.add_argument(
-        "--merge",
-        choices=["concat", "sum", "mean", "max"],
-        default=defaults.merge,
-        help="how the bidirectional encoder merges its two directions",
-    )
-    p.add_argument(
-        "--hidden", type=int, default=defaults.hidden, help="LSTM units"
-    )
-    p.add_argument(
-        "--layers", type=int, default=defaults.layers, help="LSTM layers"
-    )
-    p.add_argument(
-        "--dropout",
-        type=float,
-        default=defaults.dropout,
-        help="between encoder layers",
-    )
-    p.add_argument(
-        "--in-len", type=int, default=defaults.in_len, help="input window"
-    )
-    p.add_argument(
-        "--out-len",
-        type=int,
-        default=defaults.out_len,
-        help="forecast length trained on",
-    )
-    p.add_argument(
-        "--stride", type=int, default=defaults.stride, help="between windows"
-    )
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=defaults.batch_size,
-        help="windows per batch",
-    )
-    p.add_argument(
-        "--lr",
-        type=float,
-        default=defaults.lr,
-        help="initial learning rate (cosine decay)",
-    )
-    p.add_argument(
-        "--num-workers",
-        type=int,
-        default=defaults.num_workers,
-        help="DataLoader worker processes",
-    )
-    p.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=defaults.checkpoint_every,
-        help="epochs between checkpoints (improvements are always saved)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no epoch log lines")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    for field in dataclasses.fields(Config):
+        help_text = field.metadata["help"]
+        if field.name == "dataset":
+            field_default, help_text = "all", help_text + ", or all (both)"
+        else:
+            field_default = field.default
+        p.add_argument(
+            flag_name(field.name),
+            type=type(field.default),
+            default=field_default,
+            choices=field.metadata["choices"] or None,
+            help=help_text,
+        )
     return p.parse_args(argv)
 
 
 def make_configs(args: argparse.Namespace) -> list[Config]:
+    """One config per dataset the flags name."""
+    fields = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(Config)
+    }
     datasets = TOY_DATASETS if args.dataset == "all" else (args.dataset,)
-    return [
-        Config(
-            dataset=dataset,
-            epochs=args.epochs,
-            seed=args.seed,
-            encoder=args.encoder,
-            merge=args.merge,
-            hidden=args.hidden,
-            layers=args.layers,
-            dropout=args.dropout,
-            in_len=args.in_len,
-            out_len=args.out_len,
-            stride=args.stride,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            num_workers=args.num_workers,
-            checkpoint_every=args.checkpoint_every,
-        )
-        for dataset in datasets
-    ]
+    return [Config(**{**fields, "dataset": dataset}) for dataset in datasets]
 
 
 def print_summary(rows: list[dict]) -> None:
-    header = ("dataset", "test MSE", "rollout MSE", "baseline MSE", "epoch")
-    print("\n" + "  ".join(f"{h:>14}" for h in header))
+    """The table that is the program's answer, one row per dataset."""
+    header = (
+        "dataset",
+        "test MSE",
+        "rollout MSE",
+        "last-value MSE",
+        "best baseline",
+        "its MSE",
+        "x better",
+    )
+    lines = [header]
     for m in rows:
-        cells = (
-            m["dataset"],
-            f"{m['test_window_mse']:.3e}",
-            f"{m['rollout_mse']:.3e}",
-            f"{m['baseline_last_value_mse']:.3e}",
-            f"{m['best_epoch']}/{m['epochs']}",
+        best = m["best_baseline"]
+        lines.append(
+            (
+                m["dataset"],
+                _number(m, "test_window_mse"),
+                _number(m, "rollout_mse"),
+                _number(m, "test_window_baseline_last_value_mse"),
+                best,
+                _number(m, f"test_window_baseline_{best}_mse"),
+                _number(m, "times_better_than_best_baseline", ".3g"),
+            )
         )
-        print("  ".join(f"{c:>14}" for c in cells))
+    widths = [max(len(line[k]) for line in lines) for k in range(len(header))]
+    print()
+    for line in lines:
+        print("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)))
+
+
+def _number(metrics: dict, name: str, spec: str = ".3e") -> str:
+    value = metrics[name]
+    if f"{name}_std" in metrics:
+        return f"{value:{spec}} ± {metrics[f'{name}_std']:.1e}"
+    return f"{value:{spec}}"
 
 
 def main(argv=None) -> int:
@@ -157,16 +128,20 @@ def main(argv=None) -> int:
     # Imported here so that --help and flag errors answer at once.
     import experiment
 
+    workdir = Path(args.workdir)
     try:
         if args.restore:
+            rows = [experiment.rerun_from_checkpoint(args.restore, workdir)]
+        elif args.seeds:
             rows = [
-                experiment.rerun_from_checkpoint(args.restore, args.workdir)
+                experiment.run_seeds(config, args.seeds, workdir, args.quiet)
+                for config in make_configs(args)
             ]
         else:
-            rows = []
-            for config in make_configs(args):
-                log.info("training on %s", config.dataset)
-                rows.append(experiment.run(config, Path(args.workdir)))
+            rows = [
+                experiment.run(config, workdir, quiet=args.quiet)
+                for config in make_configs(args)
+            ]
     except InputError as error:
         print(f"RUN.py: error: {error}", file=sys.stderr)
         return 2

@@ -1,6 +1,7 @@
 """Training, evaluation, generation and checkpoints of a Seq2Seq model."""
 
 import functools
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,16 +23,45 @@ def _masked_mean(per_window: Array, mask: Array) -> Array:
     return jnp.sum(per_window * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
+def teacher_forcing_ratio(config: Config, epoch: int) -> float:
+    """Probability that a decoder step is fed the truth in `epoch` (1-based).
+
+    Scheduled sampling: "always" is teacher forcing; "linear" decays from 1
+    to `tf_min` over `tf_decay_epochs`; "inverse-sigmoid" is
+    k / (k + exp(epoch / k)).
+    """
+    if config.teacher_forcing == "linear":
+        span = config.tf_decay_epochs or config.epochs
+        return max(config.tf_min, 1.0 - (epoch - 1) / max(span, 1))
+    if config.teacher_forcing == "inverse-sigmoid":
+        k = config.tf_k
+        return k / (k + math.exp((epoch - 1) / k))
+    return 1.0
+
+
 @jax.jit
 def train_step(
-    model: Seq2Seq, batch: Batch, dropout_key: Array
+    model: Seq2Seq, batch: Batch, key: Array, truth_ratio: Array = 1.0
 ) -> tuple[Seq2Seq, dict[str, Array]]:
-    """One teacher-forced update of both states from one backward pass."""
-    step_key = jax.random.fold_in(dropout_key, model.encoder.step)
+    """One update of both states from one forward and backward pass.
+
+    Each decoder step is fed the true previous value with probability
+    `truth_ratio` and the model's own prediction otherwise; 1 is teacher
+    forcing. Pass it as a float32 array so that changing it per epoch does
+    not recompile. Dropout and sampling keys come from `key` and the step.
+    """
+    step_key = jax.random.fold_in(key, model.encoder.step)
+    dropout_key, sampling_key = jax.random.split(step_key)
+    use_truth = jax.random.bernoulli(
+        sampling_key, truth_ratio, batch["target"].shape
+    )
 
     def loss_fn(params):
         prediction, target = model.with_params(params).teacher_forced(
-            batch["context"], batch["target"], dropout_key=step_key
+            batch["context"],
+            batch["target"],
+            dropout_key=dropout_key,
+            use_truth=use_truth,
         )
         per_window = jnp.mean((prediction - target) ** 2, axis=-1)
         return _masked_mean(per_window, batch["mask"])
@@ -41,12 +71,16 @@ def train_step(
 
 
 def train_epoch(
-    model: Seq2Seq, loader: Iterable[Batch], dropout_key: Array
+    model: Seq2Seq,
+    loader: Iterable[Batch],
+    key: Array,
+    truth_ratio: float = 1.0,
 ) -> tuple[Seq2Seq, float]:
     """Runs `train_step` over the loader; returns the mean batch loss."""
+    ratio = jnp.float32(truth_ratio)
     losses = []
     for batch in loader:
-        model, metrics = train_step(model, batch, dropout_key)
+        model, metrics = train_step(model, batch, key, ratio)
         losses.append(metrics["loss"])
     return model, float(jnp.mean(jnp.stack(losses))) if losses else 0.0
 

@@ -4,8 +4,6 @@ import dataclasses
 from typing import Any
 
 TOY_DATASETS = ("sine", "linear")
-ENCODERS = ("uni", "bi")
-MERGES = ("concat", "sum", "mean", "max")
 
 
 class InputError(ValueError):
@@ -15,32 +13,59 @@ class InputError(ValueError):
     """
 
 
+def _field(default: Any, help: str, choices: tuple[str, ...] = ()):
+    # The help text doubles as the field's comment and its flag's --help.
+    return dataclasses.field(
+        default=default, metadata={"help": help, "choices": choices}
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Everything needed to rebuild a run from its directory."""
 
     # Data.
-    dataset: str = "sine"  # "sine", "linear", or a path to a series file
-    in_len: int = 40  # input window length, in samples
-    out_len: int = 20  # forecast length the decoder is trained on
-    stride: int = 1  # step between consecutive windows
-    val_fraction: float = 0.2  # last part of the training range, by time
-    test_fraction: float = 0.2  # last part of a series file, by time
+    dataset: str = _field("sine", "sine, linear, or a series file's path")
+    in_len: int = _field(40, "input window length, in samples")
+    out_len: int = _field(20, "forecast length the decoder is trained on")
+    stride: int = _field(1, "step between consecutive windows")
+    val_fraction: float = _field(0.2, "validation: end of the training range")
+    test_fraction: float = _field(0.2, "test: end of a series file, by time")
+    season: int = _field(0, "seasonal-naive period in samples; 0: estimate")
 
     # Model.
-    encoder: str = "uni"  # "uni" or "bi"
-    merge: str = "sum"  # how a bi encoder merges directions
-    hidden: int = 64  # LSTM units per layer (per direction)
-    layers: int = 1  # LSTM layers in the encoder and in the decoder
-    dropout: float = 0.0  # between encoder layers, training only
+    encoder: str = _field("uni", "LSTM encoder direction", ("uni", "bi"))
+    merge: str = _field(
+        "sum",
+        "how a bidirectional encoder merges its directions",
+        ("concat", "sum", "mean", "max"),
+    )
+    hidden: int = _field(64, "LSTM units per layer (per direction)")
+    layers: int = _field(1, "LSTM layers in the encoder and in the decoder")
+    dropout: float = _field(0.0, "dropout between encoder layers")
 
     # Training.
-    epochs: int = 100
-    batch_size: int = 32
-    lr: float = 1e-2  # initial rate of the cosine decay
-    seed: int = 0
-    num_workers: int = 0  # DataLoader worker processes
-    checkpoint_every: int = 10  # epochs between saves; improvements always
+    epochs: int = _field(100, "training epochs")
+    batch_size: int = _field(32, "windows per batch")
+    lr: float = _field(1e-2, "peak learning rate")
+    lr_schedule: str = _field(
+        "cosine",
+        "learning-rate schedule; warmup takes the first 5%% of steps",
+        ("constant", "cosine", "warmup-cosine"),
+    )
+    clip_norm: float = _field(1.0, "clip gradients to this global norm; 0: off")
+    teacher_forcing: str = _field(
+        "always",
+        "probability of feeding the decoder the truth, by epoch",
+        ("always", "linear", "inverse-sigmoid"),
+    )
+    tf_min: float = _field(0.0, "where a linear teacher-forcing decay ends")
+    tf_decay_epochs: int = _field(0, "length of the linear decay; 0: epochs")
+    tf_k: float = _field(10.0, "inverse sigmoid: k / (k + exp(epoch / k))")
+    patience: int = _field(0, "stop after this many epochs without a new best")
+    seed: int = _field(0, "random seed: the same seed, the same numbers")
+    num_workers: int = _field(0, "DataLoader worker processes")
+    checkpoint_every: int = _field(10, "epochs between checkpoints")
 
     def __post_init__(self):
         _check_config(self)
@@ -66,28 +91,41 @@ class Config:
         return 2 * self.hidden if both else self.hidden
 
 
-def _check_config(config: Config) -> None:
-    def flag(name: str) -> str:
-        return "--" + name.replace("_", "-")
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
 
-    positive = ("in_len", "out_len", "stride", "hidden", "layers")
-    for name in (*positive, "checkpoint_every"):
-        if getattr(config, name) < 1:
-            raise InputError(f"{flag(name)}: must be at least 1")
-    if config.epochs < 0:
-        raise InputError("--epochs: must not be negative")
-    if config.batch_size < 1:
-        raise InputError("--batch-size: must be at least 1")
-    if config.num_workers < 0:
-        raise InputError("--num-workers: must not be negative")
-    if not config.lr > 0:
-        raise InputError("--lr: must be positive")
-    if not 0 <= config.dropout < 1:
-        raise InputError("--dropout: must be in [0, 1)")
-    for name in ("val_fraction", "test_fraction"):
-        if not 0 < getattr(config, name) < 1:
-            raise InputError(f"{flag(name)}: must be in (0, 1)")
-    if config.encoder not in ENCODERS:
-        raise InputError(f"--encoder: must be one of {', '.join(ENCODERS)}")
-    if config.merge not in MERGES:
-        raise InputError(f"--merge: must be one of {', '.join(MERGES)}")
+
+def _check_config(config: Config) -> None:
+    def require(ok: bool, field: str, problem: str) -> None:
+        if not ok:
+            raise InputError(f"{flag_name(field)}: {problem}")
+
+    for field in dataclasses.fields(config):
+        value, choices = getattr(config, field.name), field.metadata["choices"]
+        if choices:
+            require(value in choices, field.name, f"must be one of {choices}")
+    for name in (
+        "in_len",
+        "out_len",
+        "stride",
+        "hidden",
+        "layers",
+        "batch_size",
+        "checkpoint_every",
+    ):
+        require(getattr(config, name) >= 1, name, "must be at least 1")
+    for name in (
+        "epochs",
+        "season",
+        "patience",
+        "num_workers",
+        "tf_decay_epochs",
+        "clip_norm",
+    ):
+        require(getattr(config, name) >= 0, name, "must not be negative")
+    require(config.lr > 0, "lr", "must be positive")
+    require(0 <= config.dropout < 1, "dropout", "must be in [0, 1)")
+    require(0 < config.val_fraction < 1, "val_fraction", "must be in (0, 1)")
+    require(0 < config.test_fraction < 1, "test_fraction", "must be in (0, 1)")
+    require(0 <= config.tf_min <= 1, "tf_min", "must be in [0, 1]")
+    require(config.tf_k >= 1, "tf_k", "must be at least 1")

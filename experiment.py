@@ -4,6 +4,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,10 @@ from typing import Any
 
 import jax
 import numpy as np
+from tensorboardX import SummaryWriter
+from tqdm import tqdm
 
+import metrics
 import plots
 from config import Config, InputError
 from Dataloader import (
@@ -21,7 +25,7 @@ from Dataloader import (
     load_dataset,
     make_loader,
 )
-from Initializers import Seq2Seq, create_model
+from Initializers import Seq2Seq, create_model, make_schedule
 from TrainTest import (
     evaluate,
     forecast_windows,
@@ -29,6 +33,7 @@ from TrainTest import (
     open_checkpoints,
     restore_checkpoint,
     save_checkpoint,
+    teacher_forcing_ratio,
     train_epoch,
 )
 
@@ -76,16 +81,88 @@ def config_differences(config: Config, other: Config) -> list[str]:
     ]
 
 
+class EpochLog:
+    """Where each epoch's numbers go: TensorBoard, and a bar or log lines.
+
+    The bar (tqdm) is shown on a terminal, plain log lines otherwise, and
+    neither when `quiet`. TensorBoard event files go to `directory`.
+    """
+
+    def __init__(
+        self, directory: Path, config: Config, first_epoch: int, quiet: bool
+    ):
+        self.writer = SummaryWriter(str(directory))
+        self.config = config
+        self.bar = tqdm(
+            total=config.epochs,
+            initial=first_epoch - 1,
+            desc=dataset_name(config.dataset),
+            unit="epoch",
+            disable=quiet or not sys.stderr.isatty(),
+        )
+        self.lines = not quiet and self.bar.disable
+
+    def epoch(self, epoch: int, scalars: dict[str, float]) -> None:
+        for name, value in scalars.items():
+            self.writer.add_scalar(name, value, epoch)
+        self.bar.set_postfix(
+            loss=f"{scalars['train/loss']:.2e}",
+            val_mse=f"{scalars['val/free_running_mse']:.2e}",
+        )
+        self.bar.update()
+        if self.lines:
+            log.info(
+                "%s epoch %d/%d  train loss %.3e  val loss %.3e  "
+                "val free-running mse %.3e",
+                dataset_name(self.config.dataset),
+                epoch,
+                self.config.epochs,
+                scalars["train/loss"],
+                scalars["val/loss"],
+                scalars["val/free_running_mse"],
+            )
+
+    def figure(self, epoch: int, figure) -> None:
+        self.writer.add_figure("val/example_forecast", figure, epoch)
+
+    def close(self, best_val_mse: float) -> None:
+        """Writes the hyperparameters with the result they led to."""
+        self.writer.add_hparams(
+            self.config.to_json(),
+            {"hparam/best_val_free_running_mse": best_val_mse},
+            name="hparams",
+        )
+        self.writer.close()
+        self.bar.close()
+
+
+def val_example_figure(windows: WindowDataset, forecasts: np.ndarray):
+    """The figure of one validation window's free-running forecast."""
+    k = len(windows) // 2
+    start = windows.starts[k]
+    return plots.example_figure(
+        windows.series.t[start : start + windows.in_len],
+        windows.contexts()[k],
+        windows.target_times(k),
+        windows.targets()[k],
+        forecasts[k],
+        "validation window",
+    )
+
+
 def train(
-    config: Config, splits: Splits, run_dir: Path
+    config: Config, splits: Splits, run_dir: Path, *, quiet: bool = False
 ) -> tuple[Seq2Seq, dict[str, Any]]:
     """Trains on the training split, choosing the epoch by validation.
 
-    Checkpoints go to `run_dir/checkpoints`: every `checkpoint_every`
-    epochs and whenever validation improves; the latest one and the one of
-    lowest free-running validation MSE are kept. A run that finds its own
-    checkpoints there resumes from the latest. Returns the best model and
-    a summary of training.
+    After every epoch: the training loss, the validation loss (teacher
+    forced) and the validation MSE of free-running forecasts. The best
+    epoch is the one of lowest free-running validation MSE; training stops
+    early after `patience` epochs without a new best. Checkpoints go to
+    `run_dir/checkpoints` every `checkpoint_every` epochs, at every new
+    best and at the end; the latest and the best are kept, and a run that
+    finds its own checkpoints there resumes from the latest. Returns the
+    best model and a summary of training.
     """
     windows = make_windows(config, splits)
     train_loader = make_loader(
@@ -98,25 +175,25 @@ def train(
     val_loader = make_loader(windows["val"], config.batch_size, train=False)
     norm = fit_normalization(splits)
     total_steps = config.epochs * len(train_loader)
-    init_key, dropout_key = jax.random.split(jax.random.PRNGKey(config.seed))
+    schedule = make_schedule(config, total_steps)
+    init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
     manager = make_checkpoint_manager(run_dir / "checkpoints")
 
-    def validate_and_save(epoch, model, best, seconds) -> float:
-        val_mse = evaluate(model, val_loader)["mse"]
-        due = epoch % config.checkpoint_every == 0 or epoch == config.epochs
-        if val_mse < best or due:
-            meta = {
-                "val_mse": val_mse,
-                "total_steps": total_steps,
-                "train_seconds": seconds,
-            }
-            save_checkpoint(manager, epoch, model, norm=norm, meta=meta)
-        return val_mse
+    def save(epoch, model, val_mse, seconds, stopped=False) -> None:
+        meta = {
+            "val_mse": val_mse,
+            "total_steps": total_steps,
+            "train_seconds": seconds,
+            "stopped": stopped,
+        }
+        save_checkpoint(manager, epoch, model, norm=norm, meta=meta)
 
     if manager.latest_step() is None:
         model = create_model(config, init_key, total_steps, norm["std_floor"])
-        first_epoch, seconds = 1, 0.0
-        best = validate_and_save(0, model, math.inf, seconds)
+        first_epoch, seconds, stopped = 1, 0.0, False
+        epochs_run = 0
+        best, best_epoch = evaluate(model, val_loader)["mse"], 0
+        save(0, model, best, seconds)
     else:
         model, meta = restore_checkpoint(manager, "latest")
         differences = config_differences(config, model.config)
@@ -128,32 +205,61 @@ def train(
             )
         model = model.replace(config=config)
         first_epoch, seconds = meta["epoch"] + 1, meta["train_seconds"]
-        best = restore_checkpoint(manager, "best")[1]["val_mse"]
-        log.info("resuming after epoch %d", meta["epoch"])
+        stopped, epochs_run = meta["stopped"], meta["epoch"]
+        best_meta = restore_checkpoint(manager, "best")[1]
+        best, best_epoch = best_meta["val_mse"], best_meta["epoch"]
+        log.info("%s: resuming after epoch %d", run_dir, meta["epoch"])
 
+    epoch_log = EpochLog(run_dir / "tensorboard", config, first_epoch, quiet)
     start = time.perf_counter() - seconds
-    for epoch in range(first_epoch, config.epochs + 1):
+    last_epoch = epochs_run if stopped else config.epochs
+    for epoch in range(first_epoch, last_epoch + 1):
+        ratio = teacher_forcing_ratio(config, epoch)
+        lr = float(schedule(model.encoder.step))
         train_loader.set_epoch(epoch)
-        model, loss = train_epoch(model, train_loader, dropout_key)
+        model, loss = train_epoch(model, train_loader, train_key, ratio)
         if not math.isfinite(loss):
             raise FloatingPointError(f"epoch {epoch}: training loss is {loss}")
+        val = evaluate(model, val_loader)
         seconds = time.perf_counter() - start
-        val_mse = validate_and_save(epoch, model, best, seconds)
-        best = min(best, val_mse)
-        log.info(
-            "epoch %d/%d  train loss %.3e  val mse %.3e",
-            epoch,
-            config.epochs,
-            loss,
-            val_mse,
+        epochs_run = epoch
+
+        improved = val["mse"] < best
+        if improved:
+            best, best_epoch = val["mse"], epoch
+        stopped = bool(config.patience) and (
+            epoch - best_epoch >= config.patience
         )
+        last = stopped or epoch == config.epochs
+        if improved or last or epoch % config.checkpoint_every == 0:
+            save(epoch, model, val["mse"], seconds, stopped)
+
+        epoch_log.epoch(
+            epoch,
+            {
+                "train/loss": loss,
+                "val/loss": val["loss"],
+                "val/free_running_mse": val["mse"],
+                "lr": lr,
+                "teacher_forcing_ratio": ratio,
+            },
+        )
+        if last or epoch % 10 == 0:
+            figure = val_example_figure(windows["val"], val["forecasts"])
+            epoch_log.figure(epoch, figure)
+        if stopped:
+            log.info("%s: no better for %d epochs", run_dir, config.patience)
+            break
     manager.wait_until_finished()
+    epoch_log.close(best)
 
     model, meta = restore_checkpoint(manager, "best")
     manager.close()
     return model.replace(config=config), {
         "epochs": config.epochs,
+        "epochs_run": epochs_run,
         "best_epoch": meta["epoch"],
+        "best_val_mse": meta["val_mse"],
         "train_seconds": seconds,
     }
 
@@ -161,26 +267,94 @@ def train(
 Forecaster = Callable[[np.ndarray, int], np.ndarray]
 
 
+def baseline_forecasts(
+    contexts: np.ndarray, horizon: int, season: int | None
+) -> dict[str, np.ndarray]:
+    """The naive forecasts of each window, [n, horizon] by name."""
+    forecasts = {
+        "last_value": metrics.last_value(contexts, horizon),
+        "drift": metrics.drift(contexts, horizon),
+    }
+    if season:
+        forecasts["seasonal_naive"] = metrics.seasonal_naive(
+            contexts, horizon, season
+        )
+    return forecasts
+
+
+def score(
+    prefix: str,
+    forecast: np.ndarray,
+    truth: np.ndarray,
+    baselines: dict[str, np.ndarray],
+) -> dict[str, float]:
+    """Errors of a forecast and of each baseline, under flat names."""
+    scores = {
+        f"{prefix}_{name}": value
+        for name, value in metrics.forecast_errors(forecast, truth).items()
+    }
+    for baseline, guess in baselines.items():
+        errors = metrics.forecast_errors(guess, truth)
+        for name, value in errors.items():
+            scores[f"{prefix}_baseline_{baseline}_{name}"] = value
+    return scores
+
+
 def evaluate_forecasts(
     forecast: Forecaster, config: Config, splits: Splits, run_dir: Path
 ) -> dict[str, Any]:
-    """Test metrics of free-running forecasts, beside a naive baseline.
+    """Test metrics of free-running forecasts, beside naive baselines.
 
     `forecast(contexts [n, in_len], horizon)` returns [n, horizon]; any
-    model that maps windows to forecasts in the series' units fits. Writes
-    the example, stitched and rollout plots into `run_dir`.
+    model that maps windows to forecasts in the series' units fits. The
+    test windows are scored, and so is one rollout over the whole test
+    range from the training range's last window. Writes the example,
+    stitched and rollout plots into `run_dir`.
     """
+    season = config.season or metrics.estimate_season(
+        splits.train.y, config.in_len
+    )
     test = make_windows(config, splits)["test"]
     contexts, targets = test.contexts(), test.targets()
     forecasts = forecast(contexts, config.out_len)
-    errors = forecasts - targets
-    last_value = np.repeat(contexts[:, -1:], config.out_len, axis=1)
 
     history = np.concatenate([splits.train.y, splits.val.y])
     history_t = np.concatenate([splits.train.t, splits.val.t])
     context = history[-config.in_len :].astype(np.float32)[None]
     rollout = forecast(context, len(splits.test))[0]
-    rollout_error = rollout - splits.test.y
+
+    window_baselines = baseline_forecasts(contexts, config.out_len, season)
+    scores = {
+        "season": season,
+        "test_windows": len(test),
+        **score("test_window", forecasts, targets, window_baselines),
+        "rollout_steps": len(rollout),
+        "rollout_max_abs_error": float(np.max(np.abs(rollout - splits.test.y))),
+        **score(
+            "rollout",
+            rollout,
+            splits.test.y,
+            {
+                name: guess[0]
+                for name, guess in baseline_forecasts(
+                    context, len(rollout), season
+                ).items()
+            },
+        ),
+    }
+    scores["baseline_last_value_mse"] = scores[
+        "test_window_baseline_last_value_mse"
+    ]
+    best = min(
+        window_baselines,
+        key=lambda name: scores[f"test_window_baseline_{name}_mse"],
+    )
+    best_mse = scores[f"test_window_baseline_{best}_mse"]
+    model_mse = scores["test_window_mse"]
+    scores["best_baseline"] = best
+    scores["times_better_than_best_baseline"] = (
+        best_mse / model_mse if model_mse > 0 else math.inf
+    )
 
     name = dataset_name(config.dataset)
     example = len(test) // 2
@@ -213,20 +387,7 @@ def evaluate_forecasts(
         rollout,
         f"{name}: {len(rollout)}-step rollout from the training range's end",
     )
-
-    return {
-        "test_windows": len(test),
-        "test_window_mse": float(np.mean(errors**2)),
-        "test_window_mae": float(np.mean(np.abs(errors))),
-        "baseline_last_value_mse": float(np.mean((last_value - targets) ** 2)),
-        "baseline_last_value_mae": float(np.mean(np.abs(last_value - targets))),
-        "rollout_steps": len(rollout),
-        "rollout_mse": float(np.mean(rollout_error**2)),
-        "rollout_max_abs_error": float(np.max(np.abs(rollout_error))),
-        "rollout_baseline_last_value_mse": float(
-            np.mean((history[-1] - splits.test.y) ** 2)
-        ),
-    }
+    return scores
 
 
 def forecaster(model: Seq2Seq) -> Forecaster:
@@ -253,12 +414,21 @@ def load_splits(config: Config) -> Splits:
     )
 
 
-def run(config: Config, workdir: Path) -> dict[str, Any]:
-    """Trains and evaluates on `config.dataset`; writes `metrics.json`."""
+def run(
+    config: Config,
+    workdir: Path,
+    *,
+    quiet: bool = False,
+    run_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Trains and evaluates on `config.dataset`; writes `metrics.json`.
+
+    Everything goes to `run_dir`, by default `workdir/<dataset>/`.
+    """
     splits = load_splits(config)
-    run_dir = Path(workdir) / dataset_name(config.dataset)
+    run_dir = run_dir or Path(workdir) / dataset_name(config.dataset)
     run_dir.mkdir(parents=True, exist_ok=True)
-    model, summary = train(config, splits, run_dir)
+    model, summary = train(config, splits, run_dir, quiet=quiet)
     metrics = {
         "dataset": dataset_name(config.dataset),
         **evaluate_forecasts(forecaster(model), model.config, splits, run_dir),
@@ -267,6 +437,38 @@ def run(config: Config, workdir: Path) -> dict[str, Any]:
     }
     write_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def run_seeds(
+    config: Config, seeds: list[int], workdir: Path, quiet: bool = False
+) -> dict[str, Any]:
+    """Runs once per seed; returns each number's mean, and its `_std`.
+
+    Runs go to `workdir/<dataset>/seed<S>/`; the summary to `seeds.json`
+    beside them.
+    """
+    name = dataset_name(config.dataset)
+    runs = [
+        run(
+            config.replace(seed=seed),
+            workdir,
+            quiet=quiet,
+            run_dir=Path(workdir) / name / f"seed{seed}",
+        )
+        for seed in seeds
+    ]
+    summary = {"dataset": name, "seeds": seeds}
+    for key, value in runs[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            values = np.array([r[key] for r in runs], np.float64)
+            summary[key] = float(values.mean())
+            summary[f"{key}_std"] = float(
+                values.std(ddof=min(1, len(runs) - 1))
+            )
+        elif key not in summary:
+            summary[key] = value
+    write_json(Path(workdir) / name / "seeds.json", {**summary, "runs": runs})
+    return summary
 
 
 def rerun_from_checkpoint(checkpoint_dir: Path, workdir: Path) -> dict:

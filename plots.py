@@ -18,15 +18,14 @@ def _save(fig, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def plot_example(
-    path: Path,
+def example_figure(
     context_t: np.ndarray,
     context: np.ndarray,
     target_t: np.ndarray,
     target: np.ndarray,
     forecast: np.ndarray,
     title: str,
-) -> None:
+):
     """One window: its context, the true continuation and the forecast."""
     fig, ax = plt.subplots(figsize=(8, 3.5))
     ax.plot(context_t, context, color="0.4", label="context")
@@ -35,7 +34,12 @@ def plot_example(
     ax.set(xlabel="t", ylabel="y", title=title)
     ax.legend(loc="best")
     fig.tight_layout()
-    _save(fig, path)
+    return fig
+
+
+def plot_example(path: Path, *args, **kwargs) -> None:
+    """Saves `example_figure(*args, **kwargs)` as a PNG."""
+    _save(example_figure(*args, **kwargs), path)
 
 
 def plot_stitched(
