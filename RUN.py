@@ -52,6 +52,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         "report the mean and standard deviation",
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh where a run of another configuration was saved",
+    )
+    p.add_argument(
+        "--debug-nans",
+        action="store_true",
+        help="have JAX stop at the first NaN it computes",
+    )
     for field in dataclasses.fields(Config):
         help_text = field.metadata["help"]
         if field.name == "dataset":
@@ -127,24 +137,34 @@ def main(argv=None) -> int:
 
     # Imported here so that --help and flag errors answer at once.
     import experiment
+    from TrainTest import NonFiniteLossError
+
+    if args.debug_nans:
+        import jax
+
+        jax.config.update("jax_debug_nans", True)
 
     workdir = Path(args.workdir)
+    options = {"quiet": args.quiet, "overwrite": args.overwrite}
     try:
         if args.restore:
             rows = [experiment.rerun_from_checkpoint(args.restore, workdir)]
         elif args.seeds:
             rows = [
-                experiment.run_seeds(config, args.seeds, workdir, args.quiet)
+                experiment.run_seeds(config, args.seeds, workdir, **options)
                 for config in make_configs(args)
             ]
         else:
             rows = [
-                experiment.run(config, workdir, quiet=args.quiet)
+                experiment.run(config, workdir, **options)
                 for config in make_configs(args)
             ]
     except InputError as error:
         print(f"RUN.py: error: {error}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as error:
+        print(f"RUN.py: training diverged: {error}", file=sys.stderr)
+        return 1
     print_summary(rows)
     return 0
 

@@ -70,19 +70,36 @@ def train_step(
     return model.apply_gradients(grads), {"loss": loss}
 
 
+class NonFiniteLossError(FloatingPointError):
+    """A training loss came out NaN or infinite; the model is unusable."""
+
+
 def train_epoch(
     model: Seq2Seq,
     loader: Iterable[Batch],
     key: Array,
     truth_ratio: float = 1.0,
 ) -> tuple[Seq2Seq, float]:
-    """Runs `train_step` over the loader; returns the mean batch loss."""
+    """Runs `train_step` over the loader; returns the mean batch loss.
+
+    Raises NonFiniteLossError naming the first step whose loss was not
+    finite (checked once at the end, so the loop never waits on a step).
+    """
+    first_step = int(model.encoder.step)
     ratio = jnp.float32(truth_ratio)
     losses = []
     for batch in loader:
         model, metrics = train_step(model, batch, key, ratio)
         losses.append(metrics["loss"])
-    return model, float(jnp.mean(jnp.stack(losses))) if losses else 0.0
+    if not losses:
+        return model, 0.0
+    losses = np.asarray(jnp.stack(losses))
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        raise NonFiniteLossError(
+            f"step {first_step + bad[0] + 1}: training loss is {losses[bad[0]]}"
+        )
+    return model, float(losses.mean())
 
 
 @functools.partial(jax.jit, static_argnums=2)

@@ -1,6 +1,7 @@
 """The run configuration: one frozen dataclass, saved with every run."""
 
 import dataclasses
+import math
 from typing import Any
 
 TOY_DATASETS = ("sine", "linear")
@@ -123,7 +124,7 @@ def _check_config(config: Config) -> None:
         "clip_norm",
     ):
         require(getattr(config, name) >= 0, name, "must not be negative")
-    require(config.lr > 0, "lr", "must be positive")
+    require(0 < config.lr < math.inf, "lr", "must be positive and finite")
     require(0 <= config.dropout < 1, "dropout", "must be in [0, 1)")
     require(0 < config.val_fraction < 1, "val_fraction", "must be in (0, 1)")
     require(0 < config.test_fraction < 1, "test_fraction", "must be in (0, 1)")

@@ -1,5 +1,7 @@
 """One run on one series: train, keep checkpoints, forecast, measure, plot."""
 
+import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -27,6 +29,7 @@ from Dataloader import (
 )
 from Initializers import Seq2Seq, create_model, make_schedule
 from TrainTest import (
+    NonFiniteLossError,
     evaluate,
     forecast_windows,
     make_checkpoint_manager,
@@ -71,13 +74,17 @@ def make_windows(config: Config, splits: Splits) -> dict[str, WindowDataset]:
     return windows
 
 
-def config_differences(config: Config, other: Config) -> list[str]:
-    """Fields in which two runs differ, worker count aside."""
-    ours, theirs = config.to_json(), other.to_json()
+# Fields that change how a run is carried out, not what it computes.
+NOT_COMPARED = ("num_workers", "checkpoint_every")
+
+
+def config_differences(config: Config, saved: Config) -> list[str]:
+    """The fields in which `config` differs from a saved run's."""
+    ours, theirs = config.to_json(), saved.to_json()
     return [
-        f"{name} {ours[name]!r} vs {theirs[name]!r}"
+        f"{name}: {ours[name]!r} asked for, {theirs[name]!r} saved"
         for name in ours
-        if name != "num_workers" and ours[name] != theirs[name]
+        if name not in NOT_COMPARED and ours[name] != theirs[name]
     ]
 
 
@@ -88,14 +95,12 @@ class EpochLog:
     neither when `quiet`. TensorBoard event files go to `directory`.
     """
 
-    def __init__(
-        self, directory: Path, config: Config, first_epoch: int, quiet: bool
-    ):
+    def __init__(self, directory: Path, config: Config, progress, quiet: bool):
         self.writer = SummaryWriter(str(directory))
         self.config = config
         self.bar = tqdm(
             total=config.epochs,
-            initial=first_epoch - 1,
+            initial=progress.epoch,
             desc=dataset_name(config.dataset),
             unit="epoch",
             disable=quiet or not sys.stderr.isatty(),
@@ -150,8 +155,58 @@ def val_example_figure(windows: WindowDataset, forecasts: np.ndarray):
     )
 
 
+@dataclasses.dataclass
+class Progress:
+    """Where training stands; every checkpoint's metadata holds it."""
+
+    epoch: int = 0
+    seconds: float = 0.0
+    best_val_mse: float = math.inf
+    best_epoch: int = 0
+    stopped: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, meta: dict[str, Any]) -> "Progress":
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in meta.items() if k in names})
+
+
+def start_or_resume(
+    config: Config, manager, create: Callable[[], Seq2Seq], overwrite: bool
+) -> tuple[Seq2Seq, Progress]:
+    """The latest checkpoint's model and progress, or `create()`'s and none.
+
+    A checkpoint of another configuration is refused, naming every field
+    that differs, unless `overwrite`: then the saved steps are deleted
+    (and only they) and training starts afresh.
+    """
+    if overwrite:
+        for step in manager.all_steps():
+            manager.delete(step)
+    if manager.latest_step() is None:
+        return create(), Progress()
+    model, meta = restore_checkpoint(manager, "latest")
+    differences = config_differences(config, model.config)
+    if differences:
+        raise InputError(
+            f"{manager.directory}: holds a run with another configuration "
+            f"({'; '.join(differences)}); choose another --workdir, or "
+            "--overwrite"
+        )
+    log.info("%s: resuming after epoch %d", manager.directory, meta["epoch"])
+    return model.replace(config=config), Progress.from_json(meta)
+
+
 def train(
-    config: Config, splits: Splits, run_dir: Path, *, quiet: bool = False
+    config: Config,
+    splits: Splits,
+    run_dir: Path,
+    *,
+    quiet: bool = False,
+    overwrite: bool = False,
 ) -> tuple[Seq2Seq, dict[str, Any]]:
     """Trains on the training split, choosing the epoch by validation.
 
@@ -177,90 +232,87 @@ def train(
     total_steps = config.epochs * len(train_loader)
     schedule = make_schedule(config, total_steps)
     init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    manager = make_checkpoint_manager(run_dir / "checkpoints")
 
-    def save(epoch, model, val_mse, seconds, stopped=False) -> None:
+    def save(model: Seq2Seq, progress: Progress, val_mse: float) -> None:
         meta = {
+            **progress.to_json(),
             "val_mse": val_mse,
             "total_steps": total_steps,
-            "train_seconds": seconds,
-            "stopped": stopped,
         }
-        save_checkpoint(manager, epoch, model, norm=norm, meta=meta)
+        save_checkpoint(manager, progress.epoch, model, norm=norm, meta=meta)
 
-    if manager.latest_step() is None:
-        model = create_model(config, init_key, total_steps, norm["std_floor"])
-        first_epoch, seconds, stopped = 1, 0.0, False
-        epochs_run = 0
-        best, best_epoch = evaluate(model, val_loader)["mse"], 0
-        save(0, model, best, seconds)
-    else:
-        model, meta = restore_checkpoint(manager, "latest")
-        differences = config_differences(config, model.config)
-        if differences:
-            raise InputError(
-                f"{manager.directory}: holds a run with another "
-                f"configuration ({'; '.join(differences)}); "
-                "choose another --workdir"
+    def create() -> Seq2Seq:
+        return create_model(config, init_key, total_steps, norm["std_floor"])
+
+    with contextlib.closing(
+        make_checkpoint_manager(run_dir / "checkpoints")
+    ) as manager:
+        model, progress = start_or_resume(config, manager, create, overwrite)
+        if overwrite:
+            for events in run_dir.glob("tensorboard/**/events.out.tfevents.*"):
+                events.unlink()
+        if progress.epoch == 0 and manager.latest_step() is None:
+            progress.best_val_mse = evaluate(model, val_loader)["mse"]
+            save(model, progress, progress.best_val_mse)
+
+        epoch_log = EpochLog(run_dir / "tensorboard", config, progress, quiet)
+        start = time.perf_counter() - progress.seconds
+        while progress.epoch < config.epochs and not progress.stopped:
+            epoch = progress.epoch + 1
+            ratio = teacher_forcing_ratio(config, epoch)
+            lr = float(schedule(model.encoder.step))
+            train_loader.set_epoch(epoch)
+            try:
+                model, loss = train_epoch(model, train_loader, train_key, ratio)
+            except NonFiniteLossError as error:
+                manager.wait_until_finished()
+                raise NonFiniteLossError(
+                    f"{run_dir}: epoch {epoch}, {error}; the latest "
+                    f"checkpoint (epoch {manager.latest_step()}) is the "
+                    "last good one"
+                ) from None
+            val = evaluate(model, val_loader)
+
+            improved = val["mse"] < progress.best_val_mse
+            progress.epoch, progress.seconds = (
+                epoch,
+                time.perf_counter() - start,
             )
-        model = model.replace(config=config)
-        first_epoch, seconds = meta["epoch"] + 1, meta["train_seconds"]
-        stopped, epochs_run = meta["stopped"], meta["epoch"]
-        best_meta = restore_checkpoint(manager, "best")[1]
-        best, best_epoch = best_meta["val_mse"], best_meta["epoch"]
-        log.info("%s: resuming after epoch %d", run_dir, meta["epoch"])
+            if improved:
+                progress.best_val_mse, progress.best_epoch = val["mse"], epoch
+            progress.stopped = bool(config.patience) and (
+                epoch - progress.best_epoch >= config.patience
+            )
+            last = progress.stopped or epoch == config.epochs
+            if improved or last or epoch % config.checkpoint_every == 0:
+                save(model, progress, val["mse"])
 
-    epoch_log = EpochLog(run_dir / "tensorboard", config, first_epoch, quiet)
-    start = time.perf_counter() - seconds
-    last_epoch = epochs_run if stopped else config.epochs
-    for epoch in range(first_epoch, last_epoch + 1):
-        ratio = teacher_forcing_ratio(config, epoch)
-        lr = float(schedule(model.encoder.step))
-        train_loader.set_epoch(epoch)
-        model, loss = train_epoch(model, train_loader, train_key, ratio)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"epoch {epoch}: training loss is {loss}")
-        val = evaluate(model, val_loader)
-        seconds = time.perf_counter() - start
-        epochs_run = epoch
+            epoch_log.epoch(
+                epoch,
+                {
+                    "train/loss": loss,
+                    "val/loss": val["loss"],
+                    "val/free_running_mse": val["mse"],
+                    "lr": lr,
+                    "teacher_forcing_ratio": ratio,
+                },
+            )
+            if last or epoch % 10 == 0:
+                figure = val_example_figure(windows["val"], val["forecasts"])
+                epoch_log.figure(epoch, figure)
+            if progress.stopped:
+                log.info("%s: no better in %d epochs", run_dir, config.patience)
+        manager.wait_until_finished()
+        epoch_log.close(progress.best_val_mse)
+        model, meta = restore_checkpoint(manager, "best")
 
-        improved = val["mse"] < best
-        if improved:
-            best, best_epoch = val["mse"], epoch
-        stopped = bool(config.patience) and (
-            epoch - best_epoch >= config.patience
-        )
-        last = stopped or epoch == config.epochs
-        if improved or last or epoch % config.checkpoint_every == 0:
-            save(epoch, model, val["mse"], seconds, stopped)
-
-        epoch_log.epoch(
-            epoch,
-            {
-                "train/loss": loss,
-                "val/loss": val["loss"],
-                "val/free_running_mse": val["mse"],
-                "lr": lr,
-                "teacher_forcing_ratio": ratio,
-            },
-        )
-        if last or epoch % 10 == 0:
-            figure = val_example_figure(windows["val"], val["forecasts"])
-            epoch_log.figure(epoch, figure)
-        if stopped:
-            log.info("%s: no better for %d epochs", run_dir, config.patience)
-            break
-    manager.wait_until_finished()
-    epoch_log.close(best)
-
-    model, meta = restore_checkpoint(manager, "best")
-    manager.close()
     return model.replace(config=config), {
         "epochs": config.epochs,
-        "epochs_run": epochs_run,
+        "epochs_run": progress.epoch,
+        "stopped_early": progress.stopped,
         "best_epoch": meta["epoch"],
         "best_val_mse": meta["val_mse"],
-        "train_seconds": seconds,
+        "train_seconds": progress.seconds,
     }
 
 
@@ -419,6 +471,7 @@ def run(
     workdir: Path,
     *,
     quiet: bool = False,
+    overwrite: bool = False,
     run_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Trains and evaluates on `config.dataset`; writes `metrics.json`.
@@ -428,7 +481,9 @@ def run(
     splits = load_splits(config)
     run_dir = run_dir or Path(workdir) / dataset_name(config.dataset)
     run_dir.mkdir(parents=True, exist_ok=True)
-    model, summary = train(config, splits, run_dir, quiet=quiet)
+    model, summary = train(
+        config, splits, run_dir, quiet=quiet, overwrite=overwrite
+    )
     metrics = {
         "dataset": dataset_name(config.dataset),
         **evaluate_forecasts(forecaster(model), model.config, splits, run_dir),
@@ -440,7 +495,7 @@ def run(
 
 
 def run_seeds(
-    config: Config, seeds: list[int], workdir: Path, quiet: bool = False
+    config: Config, seeds: list[int], workdir: Path, **options: Any
 ) -> dict[str, Any]:
     """Runs once per seed; returns each number's mean, and its `_std`.
 
@@ -452,8 +507,8 @@ def run_seeds(
         run(
             config.replace(seed=seed),
             workdir,
-            quiet=quiet,
             run_dir=Path(workdir) / name / f"seed{seed}",
+            **options,
         )
         for seed in seeds
     ]
