@@ -132,8 +132,10 @@ def main(argv=None) -> int:
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(message)s",
     )
+    # Their warnings speak of internals (read-only managers and the like);
+    # what a user must know is logged by our modules.
     for noisy in ("absl", "orbax", "jax"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger(noisy).setLevel(logging.ERROR)
 
     # Imported here so that --help and flag errors answer at once.
     import experiment

@@ -1,6 +1,7 @@
 """Training, evaluation, generation and checkpoints of a Seq2Seq model."""
 
 import functools
+import logging
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,6 +15,8 @@ from orbax.checkpoint import checkpoint_managers
 
 from config import Config, InputError
 from Initializers import Seq2Seq, create_model
+
+log = logging.getLogger(__name__)
 
 Array = jax.Array
 Batch = dict[str, Array]  # context [B, in_len], target [B, out_len], mask [B]
@@ -172,7 +175,9 @@ def evaluate(model: Seq2Seq, loader: Iterable[Batch]) -> dict[str, Any]:
 # Checkpoints: both states, the config and the normalization statistics.
 
 
-def make_checkpoint_manager(directory: Path) -> ocp.CheckpointManager:
+def make_checkpoint_manager(
+    directory: Path, read_only: bool = False
+) -> ocp.CheckpointManager:
     """Keeps the latest checkpoint and the one of lowest validation MSE."""
     policy = checkpoint_managers.AnyPreservationPolicy(
         [
@@ -183,7 +188,10 @@ def make_checkpoint_manager(directory: Path) -> ocp.CheckpointManager:
         ]
     )
     options = ocp.CheckpointManagerOptions(
-        best_fn=_val_mse, best_mode="min", preservation_policy=policy
+        best_fn=_val_mse,
+        best_mode="min",
+        preservation_policy=policy,
+        read_only=read_only,
     )
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
@@ -219,32 +227,18 @@ def save_checkpoint(
 
 
 def open_checkpoints(directory: Path) -> ocp.CheckpointManager:
-    """The manager of an existing checkpoint directory, or of a run's."""
+    """A read-only manager of a run's folder or of its `checkpoints/`."""
     directory = Path(directory)
     if (directory / "checkpoints").is_dir():
         directory = directory / "checkpoints"
     if not directory.is_dir():
         raise InputError(f"{directory}: no such checkpoint directory")
-    return make_checkpoint_manager(directory)
+    return make_checkpoint_manager(directory, read_only=True)
 
 
-def restore_checkpoint(
-    manager: ocp.CheckpointManager, which: str = "best"
+def _restore_step(
+    manager: ocp.CheckpointManager, step: int
 ) -> tuple[Seq2Seq, dict[str, Any]]:
-    """Rebuilds the model from what the checkpoint holds, and nothing else.
-
-    Args:
-      manager: from `open_checkpoints` or `make_checkpoint_manager`.
-      which: "best" (lowest validation MSE) or "latest".
-
-    Returns:
-      The model and the checkpoint's metadata: `epoch`, `norm` and what
-      `save_checkpoint` was given as `meta`.
-    """
-    step = manager.best_step() if which == "best" else manager.latest_step()
-    if step is None:
-        raise InputError(f"{manager.directory}: holds no checkpoint")
-
     json_items = manager.restore(
         step,
         args=ocp.args.Composite(
@@ -267,3 +261,50 @@ def restore_checkpoint(
     )
     model = template.replace(encoder=states.encoder, decoder=states.decoder)
     return model, {**meta, "norm": norm}
+
+
+def _val_mse_or_inf(manager: ocp.CheckpointManager, step: int) -> float:
+    try:
+        return _val_mse(manager.metrics(step))
+    except Exception:  # unreadable metrics: a damaged step, tried last
+        return math.inf
+
+
+def restore_checkpoint(
+    manager: ocp.CheckpointManager, which: str = "best"
+) -> tuple[Seq2Seq, dict[str, Any]]:
+    """Rebuilds the model from what the checkpoint holds, and nothing else.
+
+    A step that cannot be read (missing or truncated files) is skipped with
+    a warning naming it, for the next latest or next best; so are the
+    temporary folders of saves that never finished.
+
+    Args:
+      manager: from `open_checkpoints` or `make_checkpoint_manager`.
+      which: "best" (lowest validation MSE) or "latest".
+
+    Returns:
+      The model and the checkpoint's metadata: `epoch`, `norm`, what
+      `save_checkpoint` was given as `meta`, and `damaged`, the steps
+      skipped.
+    """
+    for unfinished in Path(manager.directory).glob("*.orbax-checkpoint-tmp*"):
+        log.warning("%s: an unfinished save, skipped", unfinished)
+    steps = sorted(manager.all_steps(), reverse=True)
+    if which == "best":
+        steps.sort(key=lambda step: _val_mse_or_inf(manager, step))
+    damaged = []
+    for step in steps:
+        try:
+            model, meta = _restore_step(manager, step)
+        except Exception as error:  # any failure to read marks it damaged
+            reason = str(error).splitlines()[0][:160]
+            log.warning(
+                "%s: incomplete or damaged, skipped (%s)",
+                Path(manager.directory) / str(step),
+                reason,
+            )
+            damaged.append(step)
+            continue
+        return model, {**meta, "damaged": damaged}
+    raise InputError(f"{manager.directory}: holds no complete checkpoint")

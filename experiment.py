@@ -189,6 +189,12 @@ def start_or_resume(
     if manager.latest_step() is None:
         return create(), Progress()
     model, meta = restore_checkpoint(manager, "latest")
+    if meta["damaged"]:
+        # Renamed, not deleted, and out of the way of the steps to come.
+        for step in meta["damaged"]:
+            folder = Path(manager.directory) / str(step)
+            folder.rename(folder.with_name(f"{step}.damaged-{time.time_ns()}"))
+        manager.reload()
     differences = config_differences(config, model.config)
     if differences:
         raise InputError(
@@ -540,7 +546,7 @@ def rerun_from_checkpoint(checkpoint_dir: Path, workdir: Path) -> dict:
         **evaluate_forecasts(forecaster(model), model.config, splits, run_dir),
         "epochs": config.epochs,
         "best_epoch": meta["epoch"],
-        "train_seconds": meta["train_seconds"],
+        "train_seconds": meta["seconds"],
         "restored_from": str(Path(checkpoint_dir).absolute()),
         "config": config.to_json(),
     }
