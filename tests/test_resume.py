@@ -52,9 +52,11 @@ def metrics_without_timings(workdir: Path) -> dict:
 
 
 def wait_for_step(workdir: Path, step: int, process, timeout=120.0) -> None:
-    folder = workdir / "sine" / "checkpoints" / str(step)
+    """Returns once a save of `step` has begun: its temporary folder, or
+    the final one, is there."""
+    checkpoints = workdir / "sine" / "checkpoints"
     deadline = time.monotonic() + timeout
-    while not folder.exists():
+    while not any(checkpoints.glob(f"{step}*")):
         assert process.poll() is None, "run ended before the kill point"
         assert time.monotonic() < deadline, "no checkpoint in time"
         time.sleep(0.01)
