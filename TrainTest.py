@@ -29,9 +29,9 @@ def _masked_mean(per_window: Array, mask: Array) -> Array:
 def teacher_forcing_ratio(config: Config, epoch: int) -> float:
     """Probability that a decoder step is fed the truth in `epoch` (1-based).
 
-    Scheduled sampling: "always" is teacher forcing; "linear" decays from 1
-    to `tf_min` over `tf_decay_epochs`; "inverse-sigmoid" is
-    k / (k + exp(epoch / k)).
+    Scheduled sampling: "always" is teacher forcing; "linear" starts at 1
+    and falls by 1 / `tf_decay_epochs` (or 1 / `epochs`) an epoch down to
+    `tf_min`; "inverse-sigmoid" is k / (k + exp((epoch - 1) / k)).
     """
     if config.teacher_forcing == "linear":
         span = config.tf_decay_epochs or config.epochs

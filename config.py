@@ -33,6 +33,20 @@ class Config:
     val_fraction: float = _field(0.2, "validation: end of the training range")
     test_fraction: float = _field(0.2, "test: end of a series file, by time")
     season: int = _field(0, "seasonal-naive period in samples; 0: estimate")
+    time_column: str = _field(
+        "",
+        "a series file's time column (numbers or ISO dates); "
+        "empty: t, else the first",
+    )
+    value_column: str = _field(
+        "", "a series file's value column; empty: y, else the next numeric"
+    )
+    fill: str = _field(
+        "none",
+        "missing time steps of a series file: an error, or filled by linear "
+        "interpolation or with the previous value",
+        ("none", "linear", "previous"),
+    )
 
     # Model.
     encoder: str = _field("uni", "LSTM encoder direction", ("uni", "bi"))
@@ -60,9 +74,13 @@ class Config:
         "probability of feeding the decoder the truth, by epoch",
         ("always", "linear", "inverse-sigmoid"),
     )
-    tf_min: float = _field(0.0, "where a linear teacher-forcing decay ends")
-    tf_decay_epochs: int = _field(0, "length of the linear decay; 0: epochs")
-    tf_k: float = _field(10.0, "inverse sigmoid: k / (k + exp(epoch / k))")
+    tf_min: float = _field(0.0, "the floor of the linear teacher forcing")
+    tf_decay_epochs: int = _field(
+        0, "linear: the ratio falls by 1/this per epoch; 0: by 1/epochs"
+    )
+    tf_k: float = _field(
+        10.0, "inverse sigmoid: k / (k + exp((epoch - 1) / k))"
+    )
     patience: int = _field(0, "stop after this many epochs without a new best")
     seed: int = _field(0, "random seed: the same seed, the same numbers")
     num_workers: int = _field(0, "DataLoader worker processes")

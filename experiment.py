@@ -162,7 +162,8 @@ class Progress:
     epoch: int = 0
     seconds: float = 0.0
     best_val_mse: float = math.inf
-    best_epoch: int = 0
+    best_epoch: int = 0  # the latest epoch to reach best_val_mse
+    improved_epoch: int = 0  # the latest epoch to lower it
     stopped: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -279,18 +280,20 @@ def train(
                 ) from None
             val = evaluate(model, val_loader)
 
-            improved = val["mse"] < progress.best_val_mse
-            progress.epoch, progress.seconds = (
-                epoch,
-                time.perf_counter() - start,
-            )
-            if improved:
+            progress.epoch = epoch
+            progress.seconds = time.perf_counter() - start
+            # On a tie the later epoch is the best, as the checkpoint
+            # manager keeps it; only a lower MSE resets the patience.
+            best = val["mse"] <= progress.best_val_mse
+            if val["mse"] < progress.best_val_mse:
+                progress.improved_epoch = epoch
+            if best:
                 progress.best_val_mse, progress.best_epoch = val["mse"], epoch
             progress.stopped = bool(config.patience) and (
-                epoch - progress.best_epoch >= config.patience
+                epoch - progress.improved_epoch >= config.patience
             )
             last = progress.stopped or epoch == config.epochs
-            if improved or last or epoch % config.checkpoint_every == 0:
+            if best or last or epoch % config.checkpoint_every == 0:
                 save(model, progress, val["mse"])
 
             epoch_log.epoch(
@@ -468,7 +471,12 @@ def write_json(path: Path, content: dict[str, Any]) -> None:
 
 def load_splits(config: Config) -> Splits:
     return load_dataset(
-        config.dataset, config.test_fraction, config.val_fraction
+        config.dataset,
+        config.test_fraction,
+        config.val_fraction,
+        time_column=config.time_column,
+        value_column=config.value_column,
+        fill=config.fill,
     )
 
 

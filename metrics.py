@@ -51,9 +51,10 @@ def drift(contexts: np.ndarray, horizon: int) -> np.ndarray:
 def estimate_season(y: np.ndarray, max_lag: int) -> int | None:
     """The period, in samples, of the strongest seasonality of a series.
 
-    The peak of the autocorrelation of the differenced series (so that a
-    trend does not pass for a season) at a lag in [2, max_lag], if it is a
-    local maximum above 0.5; None otherwise.
+    The first lag in [2, max_lag], past the autocorrelation's first turn
+    negative, at which the autocorrelation of the differenced series (so
+    that a trend does not pass for a season) has a local maximum above 0.5
+    and within 90% of the highest; None if there is no such peak.
     """
     change = np.diff(np.asarray(y, np.float64))
     change = change - change.mean()
@@ -67,11 +68,19 @@ def estimate_season(y: np.ndarray, max_lag: int) -> int | None:
         [np.dot(change[:-k], change[k:]) / (len(change) - k) for k in lags]
     )
     acf /= variance / len(change)
+    # A season shows as a return of correlation after it has turned
+    # negative; a bump before that is the smoothness of the series.
+    negative = np.flatnonzero(acf < 0)
+    if negative.size == 0:
+        return None
     peaks = [
         i
-        for i in range(1, len(lags) - 1)
+        for i in range(negative[0] + 1, len(lags) - 1)
         if acf[i] > 0.5 and acf[i] >= acf[i - 1] and acf[i] >= acf[i + 1]
     ]
     if not peaks:
         return None
-    return int(lags[max(peaks, key=lambda i: acf[i])])
+    # Multiples of the period peak about as high as the period itself:
+    # take the shortest lag that comes close to the highest peak.
+    highest = max(acf[i] for i in peaks)
+    return int(lags[min(i for i in peaks if acf[i] >= 0.9 * highest)])
