@@ -1,0 +1,1 @@
+"""The PyTorch twin of the forecaster: same data, same model, torch code."""
