@@ -1,11 +1,14 @@
 """Series files -> time splits -> windows -> DataLoaders of jax arrays."""
 
+import csv
 import dataclasses
+import datetime
 import functools
 import logging
 import math
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jax
@@ -22,17 +25,25 @@ Line = tuple[int, str]  # (1-based line number, text)
 
 DATA_DIR = Path(__file__).parent / "data"
 TIME_TOLERANCE = 1e-6  # allowed spacing error, relative to the step
+FILLS = ("none", "linear", "previous")  # what fills a missing time step
+LISTED_ROWS = 3  # offending rows an error message names
+US_PER_DAY = 86_400 * 10**6
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Series:
-    """One evenly sampled series: t and y are float64 [time]."""
+    """One evenly sampled series: t and y are float64 [time].
+
+    A series read with a date column counts its steps in t (0, 1, 2, ...)
+    and keeps the dates in stamps, datetime64[us] [time].
+    """
 
     t: np.ndarray
     y: np.ndarray
     source: str  # file path or name, for messages
+    stamps: np.ndarray | None = None
 
     def __post_init__(self):
         t = np.asarray(self.t, dtype=np.float64)
@@ -41,12 +52,20 @@ class Series:
             raise ValueError(f"t {t.shape} and y {y.shape} must be equal 1-D")
         object.__setattr__(self, "t", t)
         object.__setattr__(self, "y", y)
+        if self.stamps is not None:
+            stamps = np.asarray(self.stamps, dtype="datetime64[us]")
+            if stamps.shape != t.shape:
+                raise ValueError(
+                    f"stamps {stamps.shape} and t {t.shape} differ"
+                )
+            object.__setattr__(self, "stamps", stamps)
 
     def __len__(self) -> int:
         return len(self.y)
 
     def __getitem__(self, index: slice) -> "Series":
-        return Series(self.t[index], self.y[index], self.source)
+        stamps = None if self.stamps is None else self.stamps[index]
+        return Series(self.t[index], self.y[index], self.source, stamps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,14 +77,32 @@ class Splits:
     test: Series
 
 
-def load_series(path: PathLike) -> Series:
-    """Reads a t,y CSV, a one-column file, or a file of windows (TSV)."""
+def load_series(
+    path: PathLike,
+    *,
+    time_column: str = "",
+    value_column: str = "",
+    fill: str = "none",
+) -> Series:
+    """Reads a CSV, a one-column file, or a file of windows (TSV).
+
+    A CSV's time column holds numbers or ISO dates. The columns are the
+    ones named, else t and y, else the first column of numbers or dates and
+    the next numeric one. Missing time steps are an error unless fill is
+    "linear" or "previous"; repeated or off-grid times always are.
+    """
+    if fill not in FILLS:
+        raise ValueError(f"fill {fill!r} is not one of {FILLS}")
     lines = _read_lines(path)
     first = lines[0][1]
+    if "\t" not in first and "," in first:
+        return _parse_csv(path, lines, time_column, value_column, fill)
+    if time_column or value_column:
+        raise InputError(
+            f"{path}: columns can be chosen only in a CSV file with a header"
+        )
     if "\t" in first:
         return _parse_windowed(path, lines, in_len=None)
-    if "," in first:
-        return _parse_csv(path, lines)
     return _parse_column(path, lines)
 
 
@@ -126,32 +163,334 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _parse_csv(path: PathLike, lines: list[Line]) -> Series:
-    header = [name.strip() for name in lines[0][1].split(",")]
-    if "t" not in header or "y" not in header:
+def _split_row(line: str) -> list[str]:
+    # The csv module, so that quoted names ("YEAR") and cells read right.
+    return [cell.strip() for cell in next(csv.reader([line]))]
+
+
+def _parse_csv(
+    path: PathLike,
+    lines: list[Line],
+    time_column: str = "",
+    value_column: str = "",
+    fill: str = "none",
+) -> Series:
+    header_number, header_line = lines[0]
+    header = _split_row(header_line)
+    if all(_is_number(name) for name in header):
         raise InputError(
-            f"{path}: the header has no 't' and 'y' columns "
-            f"(found {','.join(header)})"
+            f"{path}: line {header_number} holds numbers; the first line "
+            "must name the columns"
         )
     rows = lines[1:]
     if not rows:
         raise InputError(f"{path}: no values after the header")
 
-    t_col, y_col = header.index("t"), header.index("y")
-    t, y = [], []
+    cells = []
     for number, line in rows:
-        cells = line.split(",")
-        if len(cells) != len(header):
+        row = _split_row(line)
+        if len(row) != len(header):
             raise InputError(
-                f"{path}: line {number} has {len(cells)} columns, "
+                f"{path}: line {number} has {len(row)} columns, "
                 f"the header has {len(header)}"
             )
-        t.append(_parse_value(path, number, cells[t_col]))
-        y.append(_parse_value(path, number, cells[y_col]))
+        cells.append(row)
+    numbers = [number for number, _ in rows]
+    t_col, y_col = _choose_columns(
+        path, header, cells[0], time_column, value_column
+    )
+    y = np.array(
+        [
+            _parse_value(path, number, row[y_col])
+            for number, row in zip(numbers, cells, strict=True)
+        ]
+    )
+    times = _Times(path, header[t_col], numbers, [row[t_col] for row in cells])
+    return times.regularize(y, fill)
 
-    t = np.array(t)
-    _check_times(path, t, [number for number, _ in rows])
-    return Series(t, np.array(y), str(path))
+
+def _choose_columns(
+    path: PathLike,
+    header: list[str],
+    first_row: list[str],
+    time_column: str,
+    value_column: str,
+) -> tuple[int, int]:
+    """Returns the indices of the time and value columns; see load_series."""
+    found = ", ".join(header)
+    for name in (time_column, value_column):
+        if name and name not in header:
+            raise InputError(
+                f"{path}: no column {name!r} (the header has {found})"
+            )
+    if time_column and time_column == value_column:
+        raise InputError(
+            f"{path}: {time_column!r} cannot be both the time and the value"
+        )
+
+    y_col = header.index(value_column) if value_column else None
+    if time_column:
+        t_col = header.index(time_column)
+    elif "t" in header and header.index("t") != y_col:
+        t_col = header.index("t")
+    else:
+        t_col = next(
+            (
+                i
+                for i, cell in enumerate(first_row)
+                if i != y_col and (_is_number(cell) or _to_stamp(cell))
+            ),
+            None,
+        )
+        if t_col is None:
+            raise InputError(
+                f"{path}: no 't' column, and no column of numbers or ISO "
+                f"dates to use as time (the header has {found})"
+            )
+
+    if y_col is None and "y" in header and header.index("y") != t_col:
+        y_col = header.index("y")
+    if y_col is None:
+        # The next numeric column after the time column, else one before.
+        order = list(range(t_col + 1, len(header))) + list(range(t_col))
+        y_col = next((i for i in order if _is_number(first_row[i])), None)
+        if y_col is None:
+            raise InputError(
+                f"{path}: no 'y' column, and no numeric column besides "
+                f"{header[t_col]!r} to use as values (the header has {found})"
+            )
+    return t_col, y_col
+
+
+_YEAR_MONTH = re.compile(r"\d{4}-\d{2}")
+
+
+def _to_stamp(cell: str) -> np.datetime64 | None:
+    """An ISO date or date-time as datetime64[us] (UTC if it has a zone)."""
+    if _YEAR_MONTH.fullmatch(cell):
+        cell += "-01"
+    try:
+        stamp = datetime.datetime.fromisoformat(cell)
+    except ValueError:
+        return None
+    if stamp.tzinfo is not None:
+        stamp = stamp.astimezone(datetime.UTC).replace(tzinfo=None)
+    return np.datetime64(stamp, "us")
+
+
+def _listing(items: list[str]) -> str:
+    """The first few items, and how many more there are."""
+    shown = "; ".join(items[:LISTED_ROWS])
+    if len(items) > LISTED_ROWS:
+        shown += f"; and {len(items) - LISTED_ROWS} more"
+    return shown
+
+
+@dataclasses.dataclass(frozen=True)
+class _Grid:
+    """Where rows fall on a grid of even steps from the first row."""
+
+    step: float  # in the units of the axis it was fit to
+    index: np.ndarray  # int [rows]: each row's grid point
+    off: np.ndarray  # int [k]: rows that lie between grid points
+
+
+def _fit_grid(axis: np.ndarray) -> _Grid:
+    """Fits a grid to increasing times, [rows]; needs two rows or more.
+
+    The step is the most common difference, the smallest one of those
+    equally common.
+    """
+    steps = np.diff(axis)
+    # Differences that agree to about 6 digits count as one.
+    keys = np.round(steps / (np.median(steps) * 1e-6))
+    values, counts = np.unique(keys, return_counts=True)
+    step = float(np.median(steps[keys == values[np.argmax(counts)]]))
+    # The span to the last row near the grid pins the step down better
+    # than any one difference.
+    position = (axis - axis[0]) / step
+    near = np.flatnonzero(np.abs(position - np.round(position)) < 0.01)
+    last = near[-1]
+    if last > 0:
+        step = float((axis[last] - axis[0]) / np.round(position[last]))
+    position = (axis - axis[0]) / step
+    index = np.round(position).astype(np.int64)
+    off = np.flatnonzero(np.abs(position - index) > TIME_TOLERANCE)
+    return _Grid(step, index, off)
+
+
+def _duration_text(microseconds: float) -> str:
+    units = (("day", US_PER_DAY), ("hour", 3_600 * 10**6), ("minute", 6e7))
+    for unit, size in units:
+        count = microseconds / size
+        if count >= 1 and count == round(count):
+            return f"{count:g} {unit}" + ("s" if count != 1 else "")
+    return f"{microseconds / 1e6:g} s"
+
+
+class _Months:
+    """Calendar months from a first stamp, each on that stamp's day and time.
+
+    A series of month ends (Jan 31, Feb 29, ...) keeps its distance to the
+    end of the month instead.
+    """
+
+    def __init__(self, stamps: np.ndarray):
+        months = stamps.astype("datetime64[M]")
+        starts = months.astype(stamps.dtype)
+        ends = (months + 1).astype(stamps.dtype)
+        from_start, to_end = stamps - starts, ends - stamps
+        self.first = months[0]
+        self.from_end = bool(
+            np.all(to_end == to_end[0])
+            and not np.all(from_start == from_start[0])
+        )
+        self.offset = to_end[0] if self.from_end else from_start[0]
+        count = (months - self.first).astype(np.int64)
+        expected = self.stamps(count)
+        self.axis = count + (stamps - expected) / (ends - starts)
+
+    def stamps(self, count: np.ndarray) -> np.ndarray:
+        """The stamps `count` [k] months after the first, datetime64[us]."""
+        months = self.first + count
+        start = months.astype("datetime64[us]")
+        end = (months + 1).astype("datetime64[us]")
+        if self.from_end:
+            return end - self.offset
+        # Past a short month's end (the 31st in April): its last day.
+        day = np.timedelta64(1, "D")
+        return start + np.minimum(
+            self.offset, end - start - day + self.offset % day
+        )
+
+
+class _Times:
+    """A file's time column: numbers, or ISO dates read as stamps."""
+
+    def __init__(
+        self, path: PathLike, name: str, numbers: list[int], cells: list[str]
+    ):
+        self.path, self.name, self.numbers = path, name, numbers
+        self.labels = [f"{name} = {cell}" for cell in cells]
+        self.stamps = None
+        if _is_number(cells[0]):
+            self.t = np.array(
+                [
+                    _parse_value(path, number, cell)
+                    for number, cell in zip(numbers, cells, strict=True)
+                ]
+            )
+            self.axis = self.t
+            return
+        stamps = []
+        for number, cell in zip(numbers, cells, strict=True):
+            stamp = _to_stamp(cell)
+            if stamp is None:
+                raise InputError(
+                    f"{path}: line {number}: {cell!r} is not an ISO date "
+                    f"like the {name} above it"
+                )
+            stamps.append(stamp)
+        self.stamps = np.array(stamps, dtype="datetime64[us]")
+        self.axis = (self.stamps - self.stamps[0]) / np.timedelta64(1, "us")
+
+    def regularize(self, y: np.ndarray, fill: str) -> Series:
+        """The series on an even grid, gaps filled by `fill` if allowed."""
+        self._check_order()
+        if len(y) == 1:
+            t = self.t if self.stamps is None else np.zeros(1)
+            return Series(t, y, str(self.path), self.stamps)
+
+        grid, step_text, grid_stamps = self._fit()
+        if grid.off.size:
+            raise InputError(
+                f"{self.path}: {self.name} is not evenly spaced (most "
+                f"common step {step_text}); off that grid: "
+                + _listing([self._row(i) for i in grid.off])
+            )
+        gaps = np.flatnonzero(np.diff(grid.index) > 1)
+        if gaps.size and fill == "none":
+            missing = np.diff(grid.index)[gaps] - 1
+            raise InputError(
+                f"{self.path}: {self.name} has gaps in steps of {step_text}: "
+                + _listing(
+                    [
+                        f"{m} missing after {self._row(i)}"
+                        for i, m in zip(gaps, missing, strict=True)
+                    ]
+                )
+                + " (--fill linear or --fill previous fills them)"
+            )
+
+        points = np.arange(grid.index[-1] + 1)
+        if fill != "none":
+            log.info(
+                "%s: %s of %s points filled (%s)",
+                self.path,
+                len(points) - len(y),
+                len(points),
+                fill,
+            )
+        if fill == "linear":
+            y = np.interp(points, grid.index, y)
+        elif fill == "previous":
+            y = y[np.searchsorted(grid.index, points, side="right") - 1]
+
+        if self.stamps is None:
+            t = self.t[0] + grid.step * points
+            t[grid.index] = self.t  # the rows' times as written
+            return Series(t, y, str(self.path))
+        stamps = grid_stamps(points)
+        stamps[grid.index] = self.stamps
+        return Series(points.astype(np.float64), y, str(self.path), stamps)
+
+    def _row(self, i: int) -> str:
+        return f"line {self.numbers[i]} ({self.labels[i]})"
+
+    def _check_order(self) -> None:
+        steps = np.diff(self.axis)
+        repeats = np.flatnonzero(steps == 0) + 1
+        if repeats.size:
+            raise InputError(
+                f"{self.path}: {self.name} repeats: "
+                + _listing(
+                    [
+                        f"{self._row(i)} as on line {self.numbers[i - 1]}"
+                        for i in repeats
+                    ]
+                )
+            )
+        back = np.flatnonzero(steps < 0) + 1
+        if back.size:
+            raise InputError(
+                f"{self.path}: {self.name} does not increase: "
+                + _listing(
+                    [f"{self._row(i)} after {self._row(i - 1)}" for i in back]
+                )
+            )
+
+    def _fit(self) -> tuple[_Grid, str, Callable[[np.ndarray], np.ndarray]]:
+        """The grid, its step in words, and the stamps of grid points."""
+        grid = _fit_grid(self.axis)
+        if self.stamps is None:
+            return grid, f"{grid.step:g}", lambda points: None
+
+        def exact(points: np.ndarray) -> np.ndarray:
+            offsets = np.round(points * grid.step).astype("timedelta64[us]")
+            return self.stamps[0] + offsets
+
+        result = grid, _duration_text(grid.step), exact
+        # Months and years vary in days; they are even on the calendar.
+        if grid.off.size and np.median(np.diff(self.axis)) >= 27 * US_PER_DAY:
+            months = _Months(self.stamps)
+            if np.any(np.diff(months.axis) <= 0):
+                return result
+            by_month = _fit_grid(months.axis)
+            if by_month.off.size < grid.off.size:
+                step = round(by_month.step)
+                text = f"{step} month" + ("s" if step != 1 else "")
+                return by_month, text, lambda p: months.stamps(p * step)
+        return result
 
 
 def _parse_column(path: PathLike, lines: list[Line]) -> Series:
@@ -163,28 +502,6 @@ def _parse_column(path: PathLike, lines: list[Line]) -> Series:
             raise InputError(f"{path}: no values after the header")
     y = np.array([_parse_value(path, n, line) for n, line in lines])
     return Series(np.arange(len(y), dtype=np.float64), y, str(path))
-
-
-def _check_times(path: PathLike, t: np.ndarray, numbers: list[int]) -> None:
-    """Checks that t increases in even steps; numbers are the file lines."""
-    steps = np.diff(t)
-    bad = np.flatnonzero(steps <= 0)
-    if bad.size:
-        i = bad[0] + 1
-        raise InputError(
-            f"{path}: line {numbers[i]}: t = {float(t[i])!r} does not increase "
-            f"(previous t = {float(t[i - 1])!r})"
-        )
-    if not steps.size:
-        return
-    step = steps[0]
-    bad = np.flatnonzero(np.abs(steps - step) > TIME_TOLERANCE * step)
-    if bad.size:
-        i = bad[0] + 1
-        raise InputError(
-            f"{path}: line {numbers[i]}: t is not evenly spaced "
-            f"(step {float(steps[i - 1])!r}, expected {float(step)!r})"
-        )
 
 
 def _parse_windowed(
@@ -256,17 +573,27 @@ def load_dataset(
     test_fraction: float = 0.2,
     val_fraction: float = 0.2,
     data_dir: PathLike = DATA_DIR,
+    *,
+    time_column: str = "",
+    value_column: str = "",
+    fill: str = "none",
 ) -> Splits:
     """Loads a toy series by name, or a series file by path, and splits it.
 
     A toy series comes as {name}_train.csv and {name}_test.csv; its test
-    split is exactly the test file. A series file loses its last
+    split is exactly the test file. A series file is read as load_series
+    reads it, with the columns and fill given, and loses its last
     test_fraction to the test split.
     """
     if dataset in TOY_DATASETS:
         series, test_start = _load_toy(dataset, Path(data_dir))
     else:
-        series = load_series(dataset)
+        series = load_series(
+            dataset,
+            time_column=time_column,
+            value_column=value_column,
+            fill=fill,
+        )
         test_start = len(series) - round(len(series) * test_fraction)
     return split_series(series, test_start, val_fraction)
 

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import numpy as np
@@ -207,6 +207,159 @@ def start_or_resume(
     return model.replace(config=config), Progress.from_json(meta)
 
 
+class Session(Protocol):
+    """What the epoch loop needs of a model in training, in any framework."""
+
+    val_windows: WindowDataset
+
+    def learning_rate(self) -> float: ...
+
+    def train_epoch(self, epoch: int, truth_ratio: float) -> float:
+        """Trains one epoch (1-based); returns the mean loss."""
+
+    def evaluate(self) -> dict[str, Any]:
+        """Validation `loss`, `mse` (free-running) and `forecasts`."""
+
+    def save(self, progress: Progress, val_mse: float) -> None: ...
+
+    def latest_saved(self) -> int | None: ...
+
+
+def run_epochs(
+    config: Config,
+    session: Session,
+    progress: Progress,
+    run_dir: Path,
+    quiet: bool,
+) -> Progress:
+    """Trains epoch by epoch from `progress` until the end or a stop.
+
+    After every epoch: the training loss, the validation loss (teacher
+    forced) and the validation MSE of free-running forecasts, logged and
+    written to TensorBoard. The best epoch is the one of lowest
+    free-running validation MSE; training stops after `patience` epochs
+    without a lower one. The session saves every `checkpoint_every`
+    epochs, at every new best and at the end.
+    """
+    epoch_log = EpochLog(run_dir / "tensorboard", config, progress, quiet)
+    start = time.perf_counter() - progress.seconds
+    while progress.epoch < config.epochs and not progress.stopped:
+        epoch = progress.epoch + 1
+        ratio = teacher_forcing_ratio(config, epoch)
+        lr = session.learning_rate()
+        try:
+            loss = session.train_epoch(epoch, ratio)
+        except NonFiniteLossError as error:
+            raise NonFiniteLossError(
+                f"{run_dir}: epoch {epoch}, {error}; the latest checkpoint "
+                f"(epoch {session.latest_saved()}) is the last good one"
+            ) from None
+        val = session.evaluate()
+
+        progress.epoch = epoch
+        progress.seconds = time.perf_counter() - start
+        # On a tie the later epoch is the best, as the checkpoint manager
+        # keeps it; only a lower MSE resets the patience.
+        best = val["mse"] <= progress.best_val_mse
+        if val["mse"] < progress.best_val_mse:
+            progress.improved_epoch = epoch
+        if best:
+            progress.best_val_mse, progress.best_epoch = val["mse"], epoch
+        progress.stopped = bool(config.patience) and (
+            epoch - progress.improved_epoch >= config.patience
+        )
+        last = progress.stopped or epoch == config.epochs
+        if best or last or epoch % config.checkpoint_every == 0:
+            session.save(progress, val["mse"])
+
+        epoch_log.epoch(
+            epoch,
+            {
+                "train/loss": loss,
+                "val/loss": val["loss"],
+                "val/free_running_mse": val["mse"],
+                "lr": lr,
+                "teacher_forcing_ratio": ratio,
+            },
+        )
+        if last or epoch % 10 == 0:
+            figure = val_example_figure(session.val_windows, val["forecasts"])
+            epoch_log.figure(epoch, figure)
+        if progress.stopped:
+            log.info("%s: no better in %d epochs", run_dir, config.patience)
+    epoch_log.close(progress.best_val_mse)
+    return progress
+
+
+def training_summary(
+    config: Config, progress: Progress, best_meta: dict[str, Any]
+) -> dict[str, Any]:
+    """What metrics.json says of training."""
+    return {
+        "epochs": config.epochs,
+        "epochs_run": progress.epoch,
+        "stopped_early": progress.stopped,
+        "best_epoch": best_meta["epoch"],
+        "best_val_mse": best_meta["val_mse"],
+        "train_seconds": progress.seconds,
+    }
+
+
+class JaxSession:
+    """The JAX model in training: its loaders, keys and checkpoints."""
+
+    def __init__(self, config, model, windows, manager, norm, total_steps):
+        self.model = model
+        self.val_windows = windows["val"]
+        self.train_loader = make_loader(
+            windows["train"],
+            config.batch_size,
+            train=True,
+            seed=config.seed,
+            num_workers=config.num_workers,
+        )
+        self.val_loader = make_loader(
+            windows["val"], config.batch_size, train=False
+        )
+        self.schedule = make_schedule(config, total_steps)
+        self.train_key = jax.random.split(jax.random.PRNGKey(config.seed))[1]
+        self.manager = manager
+        self.norm = norm
+        self.total_steps = total_steps
+
+    def learning_rate(self) -> float:
+        return float(self.schedule(self.model.encoder.step))
+
+    def train_epoch(self, epoch: int, truth_ratio: float) -> float:
+        self.train_loader.set_epoch(epoch)
+        self.model, loss = train_epoch(
+            self.model, self.train_loader, self.train_key, truth_ratio
+        )
+        return loss
+
+    def evaluate(self) -> dict[str, Any]:
+        return evaluate(self.model, self.val_loader)
+
+    def save(self, progress: Progress, val_mse: float) -> None:
+        meta = {
+            **progress.to_json(),
+            "val_mse": val_mse,
+            "total_steps": self.total_steps,
+        }
+        save_checkpoint(
+            self.manager, progress.epoch, self.model, norm=self.norm, meta=meta
+        )
+
+    def latest_saved(self) -> int | None:
+        self.manager.wait_until_finished()
+        return self.manager.latest_step()
+
+
+def steps_per_epoch(config: Config, windows: dict[str, WindowDataset]) -> int:
+    """Training batches an epoch: the last partial one is dropped."""
+    return max(len(windows["train"]) // config.batch_size, 1)
+
+
 def train(
     config: Config,
     splits: Splits,
@@ -217,36 +370,15 @@ def train(
 ) -> tuple[Seq2Seq, dict[str, Any]]:
     """Trains on the training split, choosing the epoch by validation.
 
-    After every epoch: the training loss, the validation loss (teacher
-    forced) and the validation MSE of free-running forecasts. The best
-    epoch is the one of lowest free-running validation MSE; training stops
-    early after `patience` epochs without a new best. Checkpoints go to
-    `run_dir/checkpoints` every `checkpoint_every` epochs, at every new
-    best and at the end; the latest and the best are kept, and a run that
-    finds its own checkpoints there resumes from the latest. Returns the
-    best model and a summary of training.
+    See `run_epochs`. Checkpoints go to `run_dir/checkpoints`, where the
+    latest and the best are kept; a run that finds its own checkpoints
+    there resumes from the latest. Returns the best model and a summary
+    of training.
     """
     windows = make_windows(config, splits)
-    train_loader = make_loader(
-        windows["train"],
-        config.batch_size,
-        train=True,
-        seed=config.seed,
-        num_workers=config.num_workers,
-    )
-    val_loader = make_loader(windows["val"], config.batch_size, train=False)
     norm = fit_normalization(splits)
-    total_steps = config.epochs * len(train_loader)
-    schedule = make_schedule(config, total_steps)
-    init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
-
-    def save(model: Seq2Seq, progress: Progress, val_mse: float) -> None:
-        meta = {
-            **progress.to_json(),
-            "val_mse": val_mse,
-            "total_steps": total_steps,
-        }
-        save_checkpoint(manager, progress.epoch, model, norm=norm, meta=meta)
+    total_steps = config.epochs * steps_per_epoch(config, windows)
+    init_key = jax.random.split(jax.random.PRNGKey(config.seed))[0]
 
     def create() -> Seq2Seq:
         return create_model(config, init_key, total_steps, norm["std_floor"])
@@ -258,71 +390,16 @@ def train(
         if overwrite:
             for events in run_dir.glob("tensorboard/**/events.out.tfevents.*"):
                 events.unlink()
-        if progress.epoch == 0 and manager.latest_step() is None:
-            progress.best_val_mse = evaluate(model, val_loader)["mse"]
-            save(model, progress, progress.best_val_mse)
-
-        epoch_log = EpochLog(run_dir / "tensorboard", config, progress, quiet)
-        start = time.perf_counter() - progress.seconds
-        while progress.epoch < config.epochs and not progress.stopped:
-            epoch = progress.epoch + 1
-            ratio = teacher_forcing_ratio(config, epoch)
-            lr = float(schedule(model.encoder.step))
-            train_loader.set_epoch(epoch)
-            try:
-                model, loss = train_epoch(model, train_loader, train_key, ratio)
-            except NonFiniteLossError as error:
-                manager.wait_until_finished()
-                raise NonFiniteLossError(
-                    f"{run_dir}: epoch {epoch}, {error}; the latest "
-                    f"checkpoint (epoch {manager.latest_step()}) is the "
-                    "last good one"
-                ) from None
-            val = evaluate(model, val_loader)
-
-            progress.epoch = epoch
-            progress.seconds = time.perf_counter() - start
-            # On a tie the later epoch is the best, as the checkpoint
-            # manager keeps it; only a lower MSE resets the patience.
-            best = val["mse"] <= progress.best_val_mse
-            if val["mse"] < progress.best_val_mse:
-                progress.improved_epoch = epoch
-            if best:
-                progress.best_val_mse, progress.best_epoch = val["mse"], epoch
-            progress.stopped = bool(config.patience) and (
-                epoch - progress.improved_epoch >= config.patience
-            )
-            last = progress.stopped or epoch == config.epochs
-            if best or last or epoch % config.checkpoint_every == 0:
-                save(model, progress, val["mse"])
-
-            epoch_log.epoch(
-                epoch,
-                {
-                    "train/loss": loss,
-                    "val/loss": val["loss"],
-                    "val/free_running_mse": val["mse"],
-                    "lr": lr,
-                    "teacher_forcing_ratio": ratio,
-                },
-            )
-            if last or epoch % 10 == 0:
-                figure = val_example_figure(windows["val"], val["forecasts"])
-                epoch_log.figure(epoch, figure)
-            if progress.stopped:
-                log.info("%s: no better in %d epochs", run_dir, config.patience)
+        session = JaxSession(config, model, windows, manager, norm, total_steps)
+        if manager.latest_step() is None:
+            progress.best_val_mse = session.evaluate()["mse"]
+            session.save(progress, progress.best_val_mse)
+        progress = run_epochs(config, session, progress, run_dir, quiet)
         manager.wait_until_finished()
-        epoch_log.close(progress.best_val_mse)
         model, meta = restore_checkpoint(manager, "best")
-
-    return model.replace(config=config), {
-        "epochs": config.epochs,
-        "epochs_run": progress.epoch,
-        "stopped_early": progress.stopped,
-        "best_epoch": meta["epoch"],
-        "best_val_mse": meta["val_mse"],
-        "train_seconds": progress.seconds,
-    }
+    return model.replace(config=config), training_summary(
+        config, progress, meta
+    )
 
 
 Forecaster = Callable[[np.ndarray, int], np.ndarray]
@@ -509,16 +586,20 @@ def run(
 
 
 def run_seeds(
-    config: Config, seeds: list[int], workdir: Path, **options: Any
+    config: Config,
+    seeds: list[int],
+    workdir: Path,
+    run_one: Callable[..., dict[str, Any]] = run,
+    **options: Any,
 ) -> dict[str, Any]:
     """Runs once per seed; returns each number's mean, and its `_std`.
 
     Runs go to `workdir/<dataset>/seed<S>/`; the summary to `seeds.json`
-    beside them.
+    beside them. `run_one` is `run` or a twin of it.
     """
     name = dataset_name(config.dataset)
     runs = [
-        run(
+        run_one(
             config.replace(seed=seed),
             workdir,
             run_dir=Path(workdir) / name / f"seed{seed}",
