@@ -126,7 +126,12 @@ def _number(metrics: dict, name: str, spec: str = ".3e") -> str:
     return f"{value:{spec}}"
 
 
-def main(argv=None) -> int:
+def main(argv=None, framework=None, subdir: str = "") -> int:
+    """Runs what the flags say; returns the exit status.
+
+    `framework` is how to train (`experiment.JAX` by default, or a twin's),
+    and `subdir` a folder inside WORKDIR for its runs.
+    """
     args = parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
@@ -146,11 +151,20 @@ def main(argv=None) -> int:
 
         jax.config.update("jax_debug_nans", True)
 
-    workdir = Path(args.workdir)
-    options = {"quiet": args.quiet, "overwrite": args.overwrite}
+    framework = framework or experiment.JAX
+    workdir = Path(args.workdir) / subdir
+    options = {
+        "quiet": args.quiet,
+        "overwrite": args.overwrite,
+        "framework": framework,
+    }
     try:
         if args.restore:
-            rows = [experiment.rerun_from_checkpoint(args.restore, workdir)]
+            rows = [
+                experiment.rerun_from_checkpoint(
+                    args.restore, workdir, framework
+                )
+            ]
         elif args.seeds:
             rows = [
                 experiment.run_seeds(config, args.seeds, workdir, **options)

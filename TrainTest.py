@@ -260,7 +260,7 @@ def _restore_step(
         ),
     )
     model = template.replace(encoder=states.encoder, decoder=states.decoder)
-    return model, {**meta, "norm": norm}
+    return model, {**meta, "norm": norm, "config": json_items.config}
 
 
 def _val_mse_or_inf(manager: ocp.CheckpointManager, step: int) -> float:
@@ -284,9 +284,9 @@ def restore_checkpoint(
       which: "best" (lowest validation MSE) or "latest".
 
     Returns:
-      The model and the checkpoint's metadata: `epoch`, `norm`, what
-      `save_checkpoint` was given as `meta`, and `damaged`, the steps
-      skipped.
+      The model and the checkpoint's metadata: `epoch`, `norm`, `config`
+      (as JSON), what `save_checkpoint` was given as `meta`, and
+      `damaged`, the steps skipped.
     """
     for unfinished in Path(manager.directory).glob("*.orbax-checkpoint-tmp*"):
         log.warning("%s: an unfinished save, skipped", unfinished)

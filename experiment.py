@@ -557,6 +557,27 @@ def load_splits(config: Config) -> Splits:
     )
 
 
+def restore_best(checkpoint_dir: Path) -> tuple[Seq2Seq, dict[str, Any]]:
+    """The best model of a run's folder or its `checkpoints/`, and its meta."""
+    manager = open_checkpoints(checkpoint_dir)
+    try:
+        return restore_checkpoint(manager, "best")
+    finally:
+        manager.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class Framework:
+    """How a framework trains, restores and forecasts: JAX, or a twin."""
+
+    train: Callable[..., tuple[Any, dict[str, Any]]]  # like `train`
+    restore_best: Callable[[Path], tuple[Any, dict[str, Any]]]
+    forecaster: Callable[[Any], Forecaster]
+
+
+JAX = Framework(train, restore_best, forecaster)
+
+
 def run(
     config: Config,
     workdir: Path,
@@ -564,6 +585,7 @@ def run(
     quiet: bool = False,
     overwrite: bool = False,
     run_dir: Path | None = None,
+    framework: Framework = JAX,
 ) -> dict[str, Any]:
     """Trains and evaluates on `config.dataset`; writes `metrics.json`.
 
@@ -572,12 +594,13 @@ def run(
     splits = load_splits(config)
     run_dir = run_dir or Path(workdir) / dataset_name(config.dataset)
     run_dir.mkdir(parents=True, exist_ok=True)
-    model, summary = train(
+    model, summary = framework.train(
         config, splits, run_dir, quiet=quiet, overwrite=overwrite
     )
+    forecast = framework.forecaster(model)
     metrics = {
         "dataset": dataset_name(config.dataset),
-        **evaluate_forecasts(forecaster(model), model.config, splits, run_dir),
+        **evaluate_forecasts(forecast, config, splits, run_dir),
         **summary,
         "config": config.to_json(),
     }
@@ -586,20 +609,16 @@ def run(
 
 
 def run_seeds(
-    config: Config,
-    seeds: list[int],
-    workdir: Path,
-    run_one: Callable[..., dict[str, Any]] = run,
-    **options: Any,
+    config: Config, seeds: list[int], workdir: Path, **options: Any
 ) -> dict[str, Any]:
     """Runs once per seed; returns each number's mean, and its `_std`.
 
     Runs go to `workdir/<dataset>/seed<S>/`; the summary to `seeds.json`
-    beside them. `run_one` is `run` or a twin of it.
+    beside them. `options` go to `run`.
     """
     name = dataset_name(config.dataset)
     runs = [
-        run_one(
+        run(
             config.replace(seed=seed),
             workdir,
             run_dir=Path(workdir) / name / f"seed{seed}",
@@ -621,18 +640,23 @@ def run_seeds(
     return summary
 
 
-def rerun_from_checkpoint(checkpoint_dir: Path, workdir: Path) -> dict:
-    """Redoes forecasts, metrics and plots of a saved model, untrained."""
-    manager = open_checkpoints(checkpoint_dir)
-    model, meta = restore_checkpoint(manager, "best")
-    manager.close()
-    config = model.config
+def rerun_from_checkpoint(
+    checkpoint_dir: Path, workdir: Path, framework: Framework = JAX
+) -> dict[str, Any]:
+    """Redoes forecasts, metrics and plots of a saved model, untrained.
+
+    The config comes from the checkpoint; the outputs go to
+    `workdir/<dataset>/`.
+    """
+    model, meta = framework.restore_best(checkpoint_dir)
+    config = Config.from_json(meta["config"])
     splits = load_splits(config)
     run_dir = Path(workdir) / dataset_name(config.dataset)
     run_dir.mkdir(parents=True, exist_ok=True)
+    forecast = framework.forecaster(model)
     metrics = {
         "dataset": dataset_name(config.dataset),
-        **evaluate_forecasts(forecaster(model), model.config, splits, run_dir),
+        **evaluate_forecasts(forecast, config, splits, run_dir),
         "epochs": config.epochs,
         "best_epoch": meta["epoch"],
         "train_seconds": meta["seconds"],

@@ -238,4 +238,4 @@ def restore_checkpoint(
     trainer = Trainer(model, meta["total_steps"])
     trainer.load_state_dict(state)
     model.eval()
-    return trainer, {**meta, "norm": norm}
+    return trainer, {**meta, "norm": norm, "config": info["config"]}

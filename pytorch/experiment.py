@@ -2,7 +2,6 @@
 
 import logging
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +12,14 @@ from config import Config, InputError
 from Dataloader import Splits
 from experiment import (
     Forecaster,
+    Framework,
+    Progress,
     config_differences,
-    dataset_name,
-    evaluate_forecasts,
     fit_normalization,
-    load_splits,
     make_windows,
-    write_json,
+    run_epochs,
+    steps_per_epoch,
+    training_summary,
 )
 from pytorch.Dataloader import make_torch_loader
 from pytorch.Models import Seq2Seq
@@ -33,131 +33,124 @@ from pytorch.TrainTest import (
     save_checkpoint,
     train_epoch,
 )
-from TrainTest import teacher_forcing_ratio
+from TrainTest import NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
 
-def train(
-    config: Config, splits: Splits, run_dir: Path, *, quiet: bool = False
-) -> tuple[Seq2Seq, dict[str, Any]]:
-    """Trains on the training split, choosing the epoch by validation.
+class TorchSession:
+    """The twin in training: its loaders and its checkpoint files."""
 
-    As `experiment.train`: per-epoch numbers (logged), early stop
-    after `patience` epochs without a new best, checkpoints every
-    `checkpoint_every` epochs, at every new best and at the end, and a
-    resume from the latest checkpoint found in `run_dir/checkpoints`.
-    Returns the best model and the same summary of training.
-    """
-    windows = make_windows(config, splits)
-    train_loader = make_torch_loader(
-        windows["train"],
-        config.batch_size,
-        train=True,
-        seed=config.seed,
-        num_workers=config.num_workers,
-    )
-    val_loader = make_torch_loader(
-        windows["val"], config.batch_size, train=False
-    )
-    norm = fit_normalization(splits)
-    total_steps = config.epochs * len(train_loader)
-    directory = run_dir / "checkpoints"
+    def __init__(self, config, trainer, windows, directory, norm, total_steps):
+        self.config = config
+        self.trainer = trainer
+        self.val_windows = windows["val"]
+        self.train_loader = make_torch_loader(
+            windows["train"],
+            config.batch_size,
+            train=True,
+            seed=config.seed,
+            num_workers=config.num_workers,
+        )
+        self.val_loader = make_torch_loader(
+            windows["val"], config.batch_size, train=False
+        )
+        self.directory = directory
+        self.norm = norm
+        self.total_steps = total_steps
 
-    def save(epoch, trainer, val_mse, seconds, *, best, stopped=False):
+    def learning_rate(self) -> float:
+        return self.trainer.lr
+
+    def train_epoch(self, epoch: int, truth_ratio: float) -> float:
+        self.train_loader.set_epoch(epoch)
+        # Dropout and sampling draws depend on (seed, epoch) alone, so a
+        # resumed run goes on as the uninterrupted one would.
+        torch.manual_seed(self.config.seed * 1_000_003 + epoch)
+        loss = train_epoch(self.trainer, self.train_loader, truth_ratio)
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(f"training loss is {loss}")
+        return loss
+
+    def evaluate(self) -> dict[str, Any]:
+        return evaluate(self.trainer.model, self.val_loader)
+
+    def save(self, progress: Progress, val_mse: float) -> None:
         meta = {
+            **progress.to_json(),
             "val_mse": val_mse,
-            "total_steps": total_steps,
-            "train_seconds": seconds,
-            "stopped": stopped,
+            "total_steps": self.total_steps,
         }
+        best = progress.best_epoch == progress.epoch
         for which in ("latest", "best") if best else ("latest",):
             save_checkpoint(
-                directory, which, trainer, epoch=epoch, norm=norm, meta=meta
+                self.directory,
+                which,
+                self.trainer,
+                epoch=progress.epoch,
+                norm=self.norm,
+                meta=meta,
             )
 
-    if not has_checkpoint(directory):
-        torch.manual_seed(config.seed)
-        trainer = Trainer(Seq2Seq(config, norm["std_floor"]), total_steps)
-        first_epoch, seconds, stopped = 1, 0.0, False
-        epochs_run = 0
-        best, best_epoch = evaluate(trainer.model, val_loader)["mse"], 0
-        save(0, trainer, best, seconds, best=True)
-    else:
+    def latest_saved(self) -> int | None:
+        if not has_checkpoint(self.directory):
+            return None
+        return restore_checkpoint(self.directory, "latest")[1]["epoch"]
+
+
+def train(
+    config: Config,
+    splits: Splits,
+    run_dir: Path,
+    *,
+    quiet: bool = False,
+    overwrite: bool = False,
+) -> tuple[Seq2Seq, dict[str, Any]]:
+    """Trains as `experiment.train` does, with the same epoch loop.
+
+    Checkpoints are `run_dir/checkpoints/{latest,best}.{pt,json}`; a run
+    that finds its own there resumes from the latest. With `overwrite`,
+    those four files are deleted (and only they) and training starts
+    afresh.
+    """
+    windows = make_windows(config, splits)
+    norm = fit_normalization(splits)
+    total_steps = config.epochs * steps_per_epoch(config, windows)
+    directory = run_dir / "checkpoints"
+    if overwrite:
+        for which in ("latest", "best"):
+            for suffix in (".pt", ".json"):
+                (directory / f"{which}{suffix}").unlink(missing_ok=True)
+
+    if has_checkpoint(directory):
         trainer, meta = restore_checkpoint(directory, "latest")
         differences = config_differences(config, trainer.model.config)
         if differences:
             raise InputError(
                 f"{directory}: holds a run with another configuration "
-                f"({'; '.join(differences)}); choose another --workdir"
+                f"({'; '.join(differences)}); choose another --workdir, or "
+                "--overwrite"
             )
         trainer.model.config = config
-        first_epoch, seconds = meta["epoch"] + 1, meta["train_seconds"]
-        stopped, epochs_run = meta["stopped"], meta["epoch"]
-        best_meta = restore_checkpoint(directory, "best")[1]
-        best, best_epoch = best_meta["val_mse"], best_meta["epoch"]
-        log.info("%s: resuming after epoch %d", run_dir, meta["epoch"])
+        progress = Progress.from_json(meta)
+        log.info("%s: resuming after epoch %d", directory, progress.epoch)
+    else:
+        torch.manual_seed(config.seed)
+        trainer = Trainer(Seq2Seq(config, norm["std_floor"]), total_steps)
+        progress = None
 
-    start = time.perf_counter() - seconds
-    last_epoch = epochs_run if stopped else config.epochs
-    for epoch in range(first_epoch, last_epoch + 1):
-        ratio = teacher_forcing_ratio(config, epoch)
-        lr = trainer.lr
-        train_loader.set_epoch(epoch)
-        # Dropout and sampling draws depend on (seed, epoch) alone, so a
-        # resumed run goes on as the uninterrupted one would.
-        torch.manual_seed(config.seed * 1_000_003 + epoch)
-        loss = train_epoch(trainer, train_loader, ratio)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"epoch {epoch}: training loss is {loss}")
-        val = evaluate(trainer.model, val_loader)
-        seconds = time.perf_counter() - start
-        epochs_run = epoch
-
-        improved = val["mse"] < best
-        if improved:
-            best, best_epoch = val["mse"], epoch
-        stopped = bool(config.patience) and (
-            epoch - best_epoch >= config.patience
-        )
-        last = stopped or epoch == config.epochs
-        if improved or last or epoch % config.checkpoint_every == 0:
-            save(
-                epoch,
-                trainer,
-                val["mse"],
-                seconds,
-                best=improved,
-                stopped=stopped,
-            )
-
-        if not quiet:
-            log.info(
-                "%s epoch %d/%d  train loss %.3e  val loss %.3e  "
-                "val free-running mse %.3e  lr %.2e  teacher forcing %.2f",
-                dataset_name(config.dataset),
-                epoch,
-                config.epochs,
-                loss,
-                val["loss"],
-                val["mse"],
-                lr,
-                ratio,
-            )
-        if stopped:
-            log.info("%s: no better for %d epochs", run_dir, config.patience)
-            break
+    session = TorchSession(
+        config, trainer, windows, directory, norm, total_steps
+    )
+    if progress is None:
+        progress = Progress()
+        progress.best_val_mse = session.evaluate()["mse"]
+        session.save(progress, progress.best_val_mse)
+    progress = run_epochs(config, session, progress, run_dir, quiet)
 
     trainer, meta = restore_checkpoint(directory, "best")
     trainer.model.config = config
-    return trainer.model, {
-        "epochs": config.epochs,
-        "epochs_run": epochs_run,
-        "stopped_early": stopped,
-        "best_epoch": meta["epoch"],
-        "best_val_mse": meta["val_mse"],
-        "train_seconds": seconds,
-    }
+    return trainer.model, training_summary(config, progress, meta)
 
 
 def forecaster(model: Seq2Seq) -> Forecaster:
@@ -171,49 +164,10 @@ def forecaster(model: Seq2Seq) -> Forecaster:
     return forecast
 
 
-def run(
-    config: Config,
-    workdir: Path,
-    *,
-    quiet: bool = False,
-    run_dir: Path | None = None,
-) -> dict[str, Any]:
-    """Trains and evaluates on `config.dataset`; writes `metrics.json`.
-
-    The run goes to `run_dir`, by default `workdir/pytorch/<dataset>`,
-    beside the JAX runs.
-    """
-    splits = load_splits(config)
-    if run_dir is None:
-        run_dir = Path(workdir) / "pytorch" / dataset_name(config.dataset)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    model, summary = train(config, splits, run_dir, quiet=quiet)
-    metrics = {
-        "dataset": dataset_name(config.dataset),
-        **evaluate_forecasts(forecaster(model), config, splits, run_dir),
-        **summary,
-        "config": config.to_json(),
-    }
-    write_json(run_dir / "metrics.json", metrics)
-    return metrics
-
-
-def rerun_from_checkpoint(checkpoint_dir: Path, workdir: Path) -> dict:
-    """Redoes forecasts, metrics and plots of a saved twin, untrained."""
+def restore_best(checkpoint_dir: Path) -> tuple[Seq2Seq, dict[str, Any]]:
+    """The best model of a run's folder or its `checkpoints/`, and its meta."""
     trainer, meta = restore_checkpoint(find_checkpoints(checkpoint_dir))
-    model = trainer.model
-    config = model.config
-    splits = load_splits(config)
-    run_dir = Path(workdir) / "pytorch" / dataset_name(config.dataset)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    metrics = {
-        "dataset": dataset_name(config.dataset),
-        **evaluate_forecasts(forecaster(model), config, splits, run_dir),
-        "epochs": config.epochs,
-        "best_epoch": meta["epoch"],
-        "train_seconds": meta["train_seconds"],
-        "restored_from": str(Path(checkpoint_dir).absolute()),
-        "config": config.to_json(),
-    }
-    write_json(run_dir / "metrics.json", metrics)
-    return metrics
+    return trainer.model, meta
+
+
+TORCH = Framework(train, restore_best, forecaster)

@@ -212,7 +212,12 @@ def test_checkpoint_round_trip_keeps_forecasts_and_optimizer(tmp_path):
     )
     assert restored.model.config == config
     assert restored.lr == trainer.lr < config.lr
-    assert restored_meta == {**meta, "epoch": 1, "norm": norm}
+    assert restored_meta == {
+        **meta,
+        "epoch": 1,
+        "norm": norm,
+        "config": config.to_json(),
+    }
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "best.json",
         "best.pt",
