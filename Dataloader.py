@@ -704,6 +704,22 @@ def collate_windows(
     return {"context": context, "target": target, "mask": mask}
 
 
+def to_jax(
+    batch: dict[str, np.ndarray], sharding: jax.sharding.Sharding | None
+) -> Batch:
+    """Places a numpy batch on the devices, split as `sharding` says."""
+    if sharding is None or jax.process_count() == 1:
+        return jax.device_put(batch, sharding)
+    # Across hosts every process holds the whole batch (the same seed reads
+    # the same files in the same order) and gives its devices their rows.
+    return {
+        name: jax.make_array_from_callback(
+            value.shape, sharding, lambda index, value=value: value[index]
+        )
+        for name, value in batch.items()
+    }
+
+
 class JaxLoader(torch.utils.data.DataLoader):
     """A DataLoader whose batches are dicts of float32 jax arrays.
 
@@ -720,8 +736,10 @@ class JaxLoader(torch.utils.data.DataLoader):
         train: bool,
         seed: int = 0,
         num_workers: int = 0,
+        sharding: jax.sharding.Sharding | None = None,
     ):
         self.seed = seed
+        self.sharding = sharding
         self.shuffle_rng = None
         sampler = None
         if train:
@@ -756,10 +774,15 @@ class JaxLoader(torch.utils.data.DataLoader):
         if self.shuffle_rng is not None:
             self.shuffle_rng.manual_seed(self.seed * 1_000_003 + epoch)
 
+    def numpy_batches(self) -> Iterator[dict[str, np.ndarray]]:
+        """The batches as the workers make them: numpy arrays."""
+        return super().__iter__()
+
     def __iter__(self) -> Iterator[Batch]:
         # Converted here, in the main process: workers never touch JAX.
-        for batch in super().__iter__():
-            yield jax.device_put(batch)
+        # With a sharding, each device gets its slice of the batch axis.
+        for batch in self.numpy_batches():
+            yield to_jax(batch, self.sharding)
 
 
 def make_loader(
@@ -769,6 +792,7 @@ def make_loader(
     train: bool,
     seed: int = 0,
     num_workers: int = 0,
+    sharding: jax.sharding.Sharding | None = None,
 ) -> JaxLoader:
     """Returns a loader of fixed-shape batches; see JaxLoader.
 
@@ -787,5 +811,10 @@ def make_loader(
         )
         batch_size = len(dataset)
     return JaxLoader(
-        dataset, batch_size, train=train, seed=seed, num_workers=num_workers
+        dataset,
+        batch_size,
+        train=train,
+        seed=seed,
+        num_workers=num_workers,
+        sharding=sharding,
     )

@@ -58,6 +58,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="start afresh where a run of another configuration was saved",
     )
     p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one process of a multi-host run: join the others through "
+        "jax.distributed.initialize (the cluster's launcher sets it up)",
+    )
+    p.add_argument(
         "--debug-nans",
         action="store_true",
         help="have JAX stop at the first NaN it computes",
@@ -143,12 +149,14 @@ def main(argv=None, framework=None, subdir: str = "") -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
     # Imported here so that --help and flag errors answer at once.
+    import jax
+
     import experiment
     from TrainTest import NonFiniteLossError
 
+    if args.distributed:
+        jax.distributed.initialize()
     if args.debug_nans:
-        import jax
-
         jax.config.update("jax_debug_nans", True)
 
     framework = framework or experiment.JAX

@@ -84,6 +84,7 @@ class Config:
     patience: int = _field(0, "stop after this many epochs without a new best")
     seed: int = _field(0, "random seed: the same seed, the same numbers")
     num_workers: int = _field(0, "DataLoader worker processes")
+    devices: int = _field(0, "devices to split each batch over; 0: all")
     checkpoint_every: int = _field(10, "epochs between checkpoints")
 
     def __post_init__(self):
@@ -138,6 +139,7 @@ def _check_config(config: Config) -> None:
         "season",
         "patience",
         "num_workers",
+        "devices",
         "tf_decay_epochs",
         "clip_norm",
     ):

@@ -18,6 +18,7 @@ from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 import metrics
+import parallel
 import plots
 from config import Config, InputError
 from Dataloader import (
@@ -75,7 +76,7 @@ def make_windows(config: Config, splits: Splits) -> dict[str, WindowDataset]:
 
 
 # Fields that change how a run is carried out, not what it computes.
-NOT_COMPARED = ("num_workers", "checkpoint_every")
+NOT_COMPARED = ("num_workers", "checkpoint_every", "devices")
 
 
 def config_differences(config: Config, saved: Config) -> list[str]:
@@ -309,7 +310,10 @@ class JaxSession:
     """The JAX model in training: its loaders, keys and checkpoints."""
 
     def __init__(self, config, model, windows, manager, norm, total_steps):
-        self.model = model
+        # Data parallel: the model on every device, each batch split.
+        mesh = parallel.make_mesh(config.devices)
+        parallel.check_batch_size(config.batch_size, mesh)
+        self.model = parallel.replicate(model, mesh)
         self.val_windows = windows["val"]
         self.train_loader = make_loader(
             windows["train"],
@@ -317,9 +321,13 @@ class JaxSession:
             train=True,
             seed=config.seed,
             num_workers=config.num_workers,
+            sharding=parallel.batch_sharding(mesh),
         )
         self.val_loader = make_loader(
-            windows["val"], config.batch_size, train=False
+            windows["val"],
+            config.batch_size,
+            train=False,
+            sharding=parallel.batch_sharding(mesh),
         )
         self.schedule = make_schedule(config, total_steps)
         self.train_key = jax.random.split(jax.random.PRNGKey(config.seed))[1]

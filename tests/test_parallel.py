@@ -1,0 +1,108 @@
+"""Data-parallel training on forced CPU devices matches one device."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Trains K steps on a mesh of `devices` and prints the losses; optionally
+# saves a checkpoint. Runs in a subprocess: the device count is fixed when
+# JAX starts.
+TRAIN = textwrap.dedent(
+    """
+    import json, sys
+    import jax, jax.numpy as jnp
+    sys.path.insert(0, ".")
+    import parallel
+    from config import Config
+    from Dataloader import WindowDataset, load_dataset, make_loader
+    from Initializers import create_model
+    from TrainTest import make_checkpoint_manager, save_checkpoint, train_step
+
+    devices, checkpoint = int(sys.argv[1]), sys.argv[2]
+    config = Config(hidden=8, in_len=8, out_len=4, batch_size=16)
+    mesh = parallel.make_mesh(devices)
+    splits = load_dataset("sine")
+    windows = WindowDataset(splits.train, 8, 4)
+    loader = make_loader(
+        windows, 16, train=True, sharding=parallel.batch_sharding(mesh)
+    )
+    model = create_model(config, jax.random.PRNGKey(0), 100, 1e-3)
+    model = parallel.replicate(model, mesh)
+    key, losses = jax.random.PRNGKey(1), []
+    for step, batch in zip(range(8), loader):
+        model, metrics = train_step(model, batch, key, jnp.float32(1.0))
+        losses.append(float(metrics["loss"]))
+    shards = len(batch["context"].sharding.device_set)
+    if checkpoint:
+        manager = make_checkpoint_manager(checkpoint)
+        meta = {"val_mse": 0.0, "total_steps": 100}
+        save_checkpoint(manager, 1, model, norm={"std_floor": 1e-3}, meta=meta)
+        manager.close()
+    print(json.dumps({"losses": losses, "shards": shards,
+                      "head": model.decoder.params["head"]["bias"].tolist()}))
+    """
+)
+
+RESTORE = textwrap.dedent(
+    """
+    import json, sys
+    import jax
+    sys.path.insert(0, ".")
+    from TrainTest import open_checkpoints, restore_checkpoint
+
+    manager = open_checkpoints(sys.argv[1])
+    model, _ = restore_checkpoint(manager, "latest")
+    bias = model.decoder.params["head"]["bias"]
+    print(json.dumps({"head": bias.tolist(), "devices": jax.device_count()}))
+    """
+)
+
+
+def python(script: str, *args: str, devices: int | None = None) -> dict:
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    if devices:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def four(tmp_path_factory) -> tuple[dict, Path]:
+    checkpoint = tmp_path_factory.mktemp("four") / "checkpoints"
+    return python(TRAIN, "4", str(checkpoint), devices=4), checkpoint
+
+
+def test_four_devices_split_each_batch(four):
+    result, _ = four
+    assert result["shards"] == 4
+
+
+def test_four_devices_train_as_one_does(four):
+    result, _ = four
+    one = python(TRAIN, "1", "", devices=4)
+    assert one["shards"] == 1
+    for ours, theirs in zip(result["losses"], one["losses"], strict=True):
+        assert ours == pytest.approx(theirs, abs=1e-5, rel=1e-5)
+
+
+def test_a_four_device_checkpoint_restores_on_one_device(four):
+    result, checkpoint = four
+    restored = python(RESTORE, str(checkpoint))
+    assert restored["devices"] == 1
+    assert restored["head"] == result["head"]
