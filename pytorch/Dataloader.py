@@ -3,7 +3,6 @@
 from collections.abc import Iterator
 
 import torch
-import torch.utils.data
 
 from Dataloader import JaxLoader, WindowDataset, make_loader
 
@@ -28,9 +27,7 @@ class TorchLoader:
         self.loader.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[Batch]:
-        # The plain DataLoader pass yields the numpy batches that JaxLoader
-        # would hand to JAX; they become tensors here instead.
-        for batch in torch.utils.data.DataLoader.__iter__(self.loader):
+        for batch in self.loader.numpy_batches():
             yield {name: torch.from_numpy(a) for name, a in batch.items()}
 
 
