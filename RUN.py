@@ -71,7 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for field in dataclasses.fields(Config):
         help_text = field.metadata["help"]
         if field.name == "dataset":
-            field_default, help_text = "all", help_text + ", or all (both)"
+            field_default = "all"
+            help_text = "sine, linear, all (both), or a series file's path"
         else:
             field_default = field.default
         p.add_argument(
