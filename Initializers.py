@@ -1,5 +1,6 @@
 """Builds the encoder and decoder TrainStates and the model that pairs them."""
 
+import functools
 import math
 
 import jax
@@ -16,22 +17,42 @@ Array = jax.Array
 
 def make_schedule(config: Config, total_steps: int) -> optax.Schedule:
     """The learning rate by step; warmup takes the first 5% of the steps."""
-    steps = max(total_steps, 1)
-    if config.lr_schedule == "constant":
-        return optax.constant_schedule(config.lr)
-    if config.lr_schedule == "warmup-cosine":
-        return optax.warmup_cosine_decay_schedule(
-            0.0, config.lr, max(steps // 20, 1), steps
-        )
-    return optax.cosine_decay_schedule(config.lr, steps)
+    return _schedule(config.lr, config.lr_schedule, total_steps)
 
 
 def make_optimizer(config: Config, total_steps: int):
     """Adam on the configured schedule, gradients clipped by global norm."""
-    adam = optax.adam(learning_rate=make_schedule(config, total_steps))
-    if config.clip_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(config.clip_norm), adam)
+    return _optimizer(
+        config.lr, config.lr_schedule, config.clip_norm, total_steps
+    )
+
+
+# Cached, so that equal settings give the very same optimizer: jit compares
+# a TrainState's optimizer by identity, and a new one would recompile.
+@functools.cache
+def _schedule(lr: float, kind: str, total_steps: int) -> optax.Schedule:
+    steps = max(total_steps, 1)
+    if kind == "constant":
+        return optax.constant_schedule(lr)
+    if kind == "warmup-cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0, lr, max(steps // 20, 1), steps
+        )
+    return optax.cosine_decay_schedule(lr, steps)
+
+
+@functools.cache
+def _optimizer(lr: float, kind: str, clip_norm: float, total_steps: int):
+    adam = optax.adam(learning_rate=_schedule(lr, kind, total_steps))
+    if clip_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(clip_norm), adam)
     return adam
+
+
+@functools.cache
+def _module(kind: type, **fields):
+    # One instance per setting, for the reason _optimizer is cached.
+    return kind(**fields)
 
 
 def create_train_states(
@@ -42,14 +63,17 @@ def create_train_states(
     `total_steps` is the length of the learning-rate schedule.
     """
     encoder_key, decoder_key = jax.random.split(key)
-    encoder = Encoder(
+    encoder = _module(
+        Encoder,
         hidden=config.hidden,
         layers=config.layers,
         bidirectional=config.encoder == "bi",
         merge=config.merge,
         dropout=config.dropout,
     )
-    decoder = Decoder(hidden=config.decoder_hidden, layers=config.layers)
+    decoder = _module(
+        Decoder, hidden=config.decoder_hidden, layers=config.layers
+    )
 
     window = jnp.zeros((1, config.in_len), jnp.float32)
     encoder_params = encoder.init(encoder_key, window)["params"]

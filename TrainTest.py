@@ -249,8 +249,14 @@ def _restore_step(
     )
     config = Config.from_json(json_items.config)
     norm, meta = json_items.norm, json_items.meta
-    template = create_model(
-        config, jax.random.PRNGKey(0), meta["total_steps"], norm["std_floor"]
+    # Shapes only: no parameters are drawn just to be overwritten.
+    template = jax.eval_shape(
+        lambda: create_model(
+            config,
+            jax.random.PRNGKey(0),
+            meta["total_steps"],
+            norm["std_floor"],
+        )
     )
     states = manager.restore(
         step,

@@ -283,7 +283,7 @@ def run_epochs(
                 "teacher_forcing_ratio": ratio,
             },
         )
-        if last or epoch % 10 == 0:
+        if last or epoch % 20 == 0:
             figure = val_example_figure(session.val_windows, val["forecasts"])
             epoch_log.figure(epoch, figure)
         if progress.stopped:
