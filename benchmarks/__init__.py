@@ -1,0 +1,1 @@
+"""Speed benchmarks of the JAX forecaster against its PyTorch twin."""
