@@ -21,7 +21,11 @@ def make_schedule(config: Config, total_steps: int) -> optax.Schedule:
 
 
 def make_optimizer(config: Config, total_steps: int):
-    """Adam on the configured schedule, gradients clipped by global norm."""
+    """Adam on the configured schedule, gradients clipped by global norm.
+
+    Each TrainState has one, so the encoder's and the decoder's gradients
+    are clipped each by its own norm.
+    """
     return _optimizer(
         config.lr, config.lr_schedule, config.clip_norm, total_steps
     )

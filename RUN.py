@@ -42,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--restore",
         metavar="DIR",
         help="a run's folder or its checkpoints/: redo forecasts, metrics "
-        "and plots without training",
+        "and plots without training, into WORKDIR/<dataset>/restored/",
     )
     p.add_argument(
         "--seeds",
@@ -104,7 +104,7 @@ def print_summary(rows: list[dict]) -> None:
         "last-value MSE",
         "best baseline",
         "its MSE",
-        "x better",
+        "model vs best",
     )
     lines = [header]
     for m in rows:
@@ -117,13 +117,21 @@ def print_summary(rows: list[dict]) -> None:
                 _number(m, "test_window_baseline_last_value_mse"),
                 best,
                 _number(m, f"test_window_baseline_{best}_mse"),
-                _number(m, "times_better_than_best_baseline", ".3g"),
+                _better_or_worse(m["times_better_than_best_baseline"]),
             )
         )
     widths = [max(len(line[k]) for line in lines) for k in range(len(header))]
     print()
     for line in lines:
         print("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)))
+
+
+def _better_or_worse(times_better: float) -> str:
+    if times_better >= 1:
+        return f"{times_better:.3g}x better"
+    if times_better > 0:
+        return f"{1 / times_better:.3g}x worse"
+    return "baseline exact"
 
 
 def _number(metrics: dict, name: str, spec: str = ".3e") -> str:
@@ -140,9 +148,11 @@ def main(argv=None, framework=None, subdir: str = "") -> int:
     and `subdir` a folder inside WORKDIR for its runs.
     """
     args = parse_args(argv)
+    # force: a library imported earlier may have set up the root logger.
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(message)s",
+        force=True,
     )
     # Their warnings speak of internals (read-only managers and the like);
     # what a user must know is logged by our modules.

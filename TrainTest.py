@@ -249,14 +249,22 @@ def _restore_step(
     )
     config = Config.from_json(json_items.config)
     norm, meta = json_items.norm, json_items.meta
-    # Shapes only: no parameters are drawn just to be overwritten.
-    template = jax.eval_shape(
-        lambda: create_model(
-            config,
-            jax.random.PRNGKey(0),
-            meta["total_steps"],
-            norm["std_floor"],
-        )
+    # Shapes only: no parameters are drawn just to be overwritten. The
+    # arrays come back on this process's first device, whatever the
+    # device layout they were saved from; callers place them after.
+    here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    template = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(
+            leaf.shape, leaf.dtype, sharding=here
+        ),
+        jax.eval_shape(
+            lambda: create_model(
+                config,
+                jax.random.PRNGKey(0),
+                meta["total_steps"],
+                norm["std_floor"],
+            )
+        ),
     )
     states = manager.restore(
         step,

@@ -68,7 +68,9 @@ class Config:
         "learning-rate schedule; warmup takes the first 5%% of steps",
         ("constant", "cosine", "warmup-cosine"),
     )
-    clip_norm: float = _field(1.0, "clip gradients to this global norm; 0: off")
+    clip_norm: float = _field(
+        1.0, "clip encoder and decoder gradients each to this norm; 0: off"
+    )
     teacher_forcing: str = _field(
         "always",
         "probability of feeding the decoder the truth, by epoch",

@@ -329,6 +329,8 @@ class JaxSession:
             train=False,
             sharding=parallel.batch_sharding(mesh),
         )
+        # A training split smaller than a batch makes a smaller one.
+        parallel.check_batch_size(self.train_loader.batch_size, mesh)
         self.schedule = make_schedule(config, total_steps)
         self.train_key = jax.random.split(jax.random.PRNGKey(config.seed))[1]
         self.manager = manager
@@ -454,7 +456,8 @@ def evaluate_forecasts(
     `forecast(contexts [n, in_len], horizon)` returns [n, horizon]; any
     model that maps windows to forecasts in the series' units fits. The
     test windows are scored, and so is one rollout over the whole test
-    range from the training range's last window. Writes the example,
+    range from the last window before it (the end of the validation
+    range). Writes the example,
     stitched and rollout plots into `run_dir`.
     """
     season = config.season or metrics.estimate_season(
@@ -531,7 +534,7 @@ def evaluate_forecasts(
         splits.test.t,
         splits.test.y,
         rollout,
-        f"{name}: {len(rollout)}-step rollout from the training range's end",
+        f"{name}: {len(rollout)}-step rollout after the validation range",
     )
     return scores
 
@@ -613,6 +616,7 @@ def run(
         "config": config.to_json(),
     }
     write_json(run_dir / "metrics.json", metrics)
+    log.info("%s: wrote checkpoints, metrics and plots", run_dir)
     return metrics
 
 
@@ -653,13 +657,14 @@ def rerun_from_checkpoint(
 ) -> dict[str, Any]:
     """Redoes forecasts, metrics and plots of a saved model, untrained.
 
-    The config comes from the checkpoint; the outputs go to
-    `workdir/<dataset>/`.
+    The config comes from the checkpoint. The outputs go to
+    `workdir/<dataset>/restored/`, beside the trained run's, never over
+    them.
     """
     model, meta = framework.restore_best(checkpoint_dir)
     config = Config.from_json(meta["config"])
     splits = load_splits(config)
-    run_dir = Path(workdir) / dataset_name(config.dataset)
+    run_dir = Path(workdir) / dataset_name(config.dataset) / "restored"
     run_dir.mkdir(parents=True, exist_ok=True)
     forecast = framework.forecaster(model)
     metrics = {
@@ -667,7 +672,8 @@ def rerun_from_checkpoint(
         **evaluate_forecasts(forecast, config, splits, run_dir),
         "epochs": config.epochs,
         "best_epoch": meta["epoch"],
-        "train_seconds": meta["seconds"],
+        "best_val_mse": meta["val_mse"],
+        "train_seconds": None,  # not measured here: see the trained run's
         "restored_from": str(Path(checkpoint_dir).absolute()),
         "config": config.to_json(),
     }

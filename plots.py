@@ -77,9 +77,9 @@ def plot_rollout(
     forecast: np.ndarray,
     title: str,
 ) -> None:
-    """One forecast of the whole test range from the training range's end."""
+    """One forecast of the whole test range from the data before it."""
     fig, ax = plt.subplots(figsize=(10, 3.5))
-    ax.plot(history_t, history, color="0.4", label="training range")
+    ax.plot(history_t, history, color="0.4", label="train + validation")
     ax.plot(t, truth, color="black", label="truth")
     ax.plot(t, forecast, "--", color="tab:red", label="rollout")
     ax.axvline(t[0], color="0.7", lw=0.8)

@@ -287,7 +287,14 @@ def test_run_script_writes_the_jax_runs_outputs(tmp_path):
     )
     assert restored.returncode == 0, restored.stderr
     again = json.loads(
-        (tmp_path / "again" / "pytorch" / "sine" / "metrics.json").read_text()
+        (
+            tmp_path
+            / "again"
+            / "pytorch"
+            / "sine"
+            / "restored"
+            / "metrics.json"
+        ).read_text()
     )
     assert again["test_window_mse"] == ours["test_window_mse"]
 

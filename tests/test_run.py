@@ -1,6 +1,7 @@
 """Specifications of RUN.py: tiny end-to-end runs, bad input, accuracy."""
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -115,20 +116,21 @@ def test_restore_recreates_the_metrics_without_training(
     def no_training(*args, **kwargs):
         raise AssertionError("--restore must not train")
 
-    monkeypatch.setattr(experiment, "train", no_training)
+    untrained = dataclasses.replace(experiment.JAX, train=no_training)
+    monkeypatch.setattr(experiment, "JAX", untrained)
     monkeypatch.setattr(experiment, "train_epoch", no_training)
     checkpoints = str(run_dir / "checkpoints")
     argv = ["--restore", checkpoints, "--workdir", str(tmp_path), "--quiet"]
     status, stdout = run_main(argv)
 
-    restored = read_metrics(tmp_path / "sine")
+    restored = read_metrics(tmp_path / "sine" / "restored")
     assert status == 0
     assert "sine" in stdout
     for key in METRICS:
         if key != "train_seconds":
             assert restored[key] == trained[key], key
     for name in PLOTS:
-        assert (tmp_path / "sine" / name).stat().st_size > 0
+        assert (tmp_path / "sine" / "restored" / name).stat().st_size > 0
 
 
 def test_windowed_file_trains_like_the_series_it_was_cut_from(
