@@ -2,10 +2,8 @@
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -28,6 +26,7 @@ from Dataloader import (
     load_dataset,
     make_loader,
 )
+from files import write_json
 from Initializers import Seq2Seq, create_model, make_schedule
 from TrainTest import (
     NonFiniteLossError,
@@ -57,6 +56,7 @@ def fit_normalization(splits: Splits) -> dict[str, float]:
     """
     mean, std = float(np.mean(splits.train.y)), float(np.std(splits.train.y))
     return {
+        # Kept with the checkpoint to show the scale the floor came from.
         "train_mean": mean,
         "train_std": std,
         "std_floor": max(1e-3 * std, 1e-8),
@@ -97,7 +97,12 @@ class EpochLog:
     """
 
     def __init__(self, directory: Path, config: Config, progress, quiet: bool):
-        self.writer = SummaryWriter(str(directory))
+        # A resumed run writes again the epochs after its last checkpoint:
+        # purge_step drops the events the killed run left for them.
+        self.writer = SummaryWriter(
+            str(directory),
+            purge_step=progress.epoch + 1 if progress.epoch else None,
+        )
         self.config = config
         self.bar = tqdm(
             total=config.epochs,
@@ -548,13 +553,6 @@ def forecaster(model: Seq2Seq) -> Forecaster:
         )
 
     return forecast
-
-
-def write_json(path: Path, content: dict[str, Any]) -> None:
-    """Writes beside the target, then renames: the file is whole or absent."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def load_splits(config: Config) -> Splits:

@@ -1,6 +1,5 @@
 """Figures of forecasts against t, rendered headless to PNG files."""
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -9,13 +8,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from files import replace_atomically  # noqa: E402
+
 
 def _save(fig, path: Path) -> None:
-    # Written beside the target, then renamed: a plot is whole or absent.
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=110)
+    # PNG named explicitly: the temporary file's suffix is not .png.
+    replace_atomically(
+        path, lambda tmp: fig.savefig(tmp, format="png", dpi=110)
+    )
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def example_figure(

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from files import write_json
+
 DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
 SECTIONS = ("train", "generate", "compile", "flops", "run")
 
@@ -136,6 +138,7 @@ def main(argv=None) -> int:
 
     from benchmarks import report, workloads
 
+    args.json.parent.mkdir(parents=True, exist_ok=True)
     results = {
         "machine": report.describe_machine(workloads.DEFAULT_TORCH_THREADS),
         "plan": dataclasses.asdict(plan),
@@ -149,10 +152,10 @@ def main(argv=None) -> int:
         results["seconds"][name] = time.perf_counter() - section_start
         log.info("%s: %.0f s", name, results["seconds"][name])
         # Written after every section, so that a failure keeps the rest.
-        report.write_json(args.json, results)
+        write_json(args.json, results)
     results["seconds"]["total"] = time.perf_counter() - start
     results["machine"]["load_average_after"] = os.getloadavg()
-    report.write_json(args.json, results)
+    write_json(args.json, results)
 
     spent = ", ".join(f"{k} {v:.0f}" for k, v in results["seconds"].items())
     print(f"\nBenchmark seconds: {spent}. Results: {args.json}")

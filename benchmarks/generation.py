@@ -102,7 +102,7 @@ def generation_forecasts(
     model = workloads.create_jax_model(work)
     twin = load_jax_model(model)
     stepwise = StepwiseGenerator(model)
-    contexts = workloads.test_window_contexts(work)
+    contexts = workloads.window_contexts(work)
     horizon = work.config.out_len
     return {
         "jax_scan": lambda: forecast_windows(

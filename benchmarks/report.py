@@ -1,7 +1,6 @@
 """The machine a benchmark ran on, its tables, and its JSON file."""
 
 import datetime
-import json
 import os
 import platform
 import subprocess
@@ -97,11 +96,3 @@ def print_table(title: str, header: list[str], rows: list[list[str]]):
     print(f"\n{title}")
     for line in lines:
         print("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)))
-
-
-def write_json(path: Path, content: dict[str, Any]) -> None:
-    """Writes beside the target, then renames: the file is whole or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(tmp, path)

@@ -95,6 +95,6 @@ def training_batches(work: Workload) -> tuple[list, list]:
     return jax_batches, torch_batches
 
 
-def test_window_contexts(work: Workload) -> np.ndarray:
+def window_contexts(work: Workload) -> np.ndarray:
     """Every test window's context, float32 [windows, in_len]."""
     return work.windows["test"].contexts()

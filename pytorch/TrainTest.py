@@ -1,8 +1,7 @@
 """Training, evaluation, generation and checkpoints of the torch twin."""
 
 import json
-import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import numpy as np
 import torch
 
 from config import Config, InputError
+from files import replace_atomically
 from Initializers import make_schedule
 from pytorch.Dataloader import Batch
 from pytorch.Models import Seq2Seq
@@ -147,13 +147,6 @@ def evaluate(model: Seq2Seq, loader: Iterable[Batch]) -> dict[str, Any]:
 # state, {latest,best}.json the config, normalization and metadata.
 
 
-def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    # Written beside the target, then renamed: the file is whole or absent.
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(
     directory: Path,
     which: str,
@@ -175,7 +168,7 @@ def save_checkpoint(
         "model": trainer.model.state_dict(),
         **trainer.state_dict(),
     }
-    _replace_atomically(
+    replace_atomically(
         directory / f"{which}.pt", lambda path: torch.save(state, path)
     )
     info = {
@@ -184,7 +177,7 @@ def save_checkpoint(
         "meta": {"epoch": epoch, **meta},
     }
     text = json.dumps(info, indent=2, sort_keys=True) + "\n"
-    _replace_atomically(
+    replace_atomically(
         directory / f"{which}.json", lambda p: p.write_text(text)
     )
 

@@ -1,5 +1,6 @@
 """One run of the torch twin on one series, measured as the JAX run is."""
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -95,7 +96,8 @@ class TorchSession:
     def latest_saved(self) -> int | None:
         if not has_checkpoint(self.directory):
             return None
-        return restore_checkpoint(self.directory, "latest")[1]["epoch"]
+        info = json.loads((self.directory / "latest.json").read_text())
+        return info["meta"]["epoch"]
 
 
 def train(
