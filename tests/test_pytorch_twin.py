@@ -14,9 +14,9 @@ import experiment
 from config import Config
 from Dataloader import WindowDataset, make_loader
 from Initializers import create_model
-from pytorch import experiment as twin_experiment
 from pytorch.convert import load_jax_checkpoint, load_jax_model
 from pytorch.Dataloader import make_torch_loader
+from pytorch.experiment import TORCH
 from pytorch.Models import MERGES, Seq2Seq, normalize
 from pytorch.TrainTest import (
     Trainer,
@@ -318,8 +318,12 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, args, message):
 
 @pytest.mark.slow
 def test_twin_trained_with_defaults_meets_the_jax_targets(tmp_path):
-    sine = twin_experiment.run(Config(dataset="sine"), tmp_path, quiet=True)
-    linear = twin_experiment.run(Config(dataset="linear"), tmp_path, quiet=True)
+    def run(dataset: str) -> dict:
+        return experiment.run(
+            Config(dataset=dataset), tmp_path, quiet=True, framework=TORCH
+        )
+
+    sine, linear = run("sine"), run("linear")
 
     assert sine["test_window_mse"] <= 1e-5
     assert sine["rollout_mse"] <= 1e-3
