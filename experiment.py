@@ -79,14 +79,24 @@ def make_windows(config: Config, splits: Splits) -> dict[str, WindowDataset]:
 NOT_COMPARED = ("num_workers", "checkpoint_every", "devices")
 
 
-def config_differences(config: Config, saved: Config) -> list[str]:
-    """The fields in which `config` differs from a saved run's."""
+def check_same_config(directory: Path, config: Config, saved: Config) -> None:
+    """Refuses to resume a saved run of another configuration.
+
+    The message names every field that differs, worker count and the
+    like aside.
+    """
     ours, theirs = config.to_json(), saved.to_json()
-    return [
+    differences = [
         f"{name}: {ours[name]!r} asked for, {theirs[name]!r} saved"
         for name in ours
         if name not in NOT_COMPARED and ours[name] != theirs[name]
     ]
+    if differences:
+        raise InputError(
+            f"{directory}: holds a run with another configuration "
+            f"({'; '.join(differences)}); choose another --workdir, or "
+            "--overwrite"
+        )
 
 
 class EpochLog:
@@ -175,6 +185,17 @@ class Progress:
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def checkpoint_meta(
+        self, val_mse: float, total_steps: int
+    ) -> dict[str, Any]:
+        """What a checkpoint's metadata holds: this, the epoch's validation
+        MSE and the length of the learning-rate schedule."""
+        return {
+            **self.to_json(),
+            "val_mse": val_mse,
+            "total_steps": total_steps,
+        }
+
     @classmethod
     def from_json(cls, meta: dict[str, Any]) -> "Progress":
         names = {field.name for field in dataclasses.fields(cls)}
@@ -202,13 +223,7 @@ def start_or_resume(
             folder = Path(manager.directory) / str(step)
             folder.rename(folder.with_name(f"{step}.damaged-{time.time_ns()}"))
         manager.reload()
-    differences = config_differences(config, model.config)
-    if differences:
-        raise InputError(
-            f"{manager.directory}: holds a run with another configuration "
-            f"({'; '.join(differences)}); choose another --workdir, or "
-            "--overwrite"
-        )
+    check_same_config(manager.directory, config, model.config)
     log.info("%s: resuming after epoch %d", manager.directory, meta["epoch"])
     return model.replace(config=config), Progress.from_json(meta)
 
@@ -356,11 +371,7 @@ class JaxSession:
         return evaluate(self.model, self.val_loader)
 
     def save(self, progress: Progress, val_mse: float) -> None:
-        meta = {
-            **progress.to_json(),
-            "val_mse": val_mse,
-            "total_steps": self.total_steps,
-        }
+        meta = progress.checkpoint_meta(val_mse, self.total_steps)
         save_checkpoint(
             self.manager, progress.epoch, self.model, norm=self.norm, meta=meta
         )

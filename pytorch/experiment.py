@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from config import Config, InputError
+from config import Config
 from Dataloader import Splits
 from experiment import (
     Forecaster,
     Framework,
     Progress,
-    config_differences,
+    check_same_config,
     fit_normalization,
     make_windows,
     run_epochs,
@@ -77,11 +77,7 @@ class TorchSession:
         return evaluate(self.trainer.model, self.val_loader)
 
     def save(self, progress: Progress, val_mse: float) -> None:
-        meta = {
-            **progress.to_json(),
-            "val_mse": val_mse,
-            "total_steps": self.total_steps,
-        }
+        meta = progress.checkpoint_meta(val_mse, self.total_steps)
         best = progress.best_epoch == progress.epoch
         for which in ("latest", "best") if best else ("latest",):
             save_checkpoint(
@@ -126,13 +122,7 @@ def train(
 
     if has_checkpoint(directory):
         trainer, meta = restore_checkpoint(directory, "latest")
-        differences = config_differences(config, trainer.model.config)
-        if differences:
-            raise InputError(
-                f"{directory}: holds a run with another configuration "
-                f"({'; '.join(differences)}); choose another --workdir, or "
-                "--overwrite"
-            )
+        check_same_config(directory, config, trainer.model.config)
         trainer.model.config = config
         progress = Progress.from_json(meta)
         log.info("%s: resuming after epoch %d", directory, progress.epoch)
