@@ -277,6 +277,14 @@ def _restore_step(
     return model, {**meta, "norm": norm, "config": json_items.config}
 
 
+class NoCompleteCheckpointError(InputError):
+    """No step of a checkpoint directory could be read."""
+
+    def __init__(self, message: str, damaged: list[int]):
+        super().__init__(message)
+        self.damaged = damaged
+
+
 def _val_mse_or_inf(manager: ocp.CheckpointManager, step: int) -> float:
     try:
         return _val_mse(manager.metrics(step))
@@ -321,4 +329,6 @@ def restore_checkpoint(
             damaged.append(step)
             continue
         return model, {**meta, "damaged": damaged}
-    raise InputError(f"{manager.directory}: holds no complete checkpoint")
+    raise NoCompleteCheckpointError(
+        f"{manager.directory}: holds no complete checkpoint", damaged
+    )

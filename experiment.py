@@ -29,6 +29,7 @@ from Dataloader import (
 from files import write_json
 from Initializers import Seq2Seq, create_model, make_schedule
 from TrainTest import (
+    NoCompleteCheckpointError,
     NonFiniteLossError,
     evaluate,
     forecast_windows,
@@ -202,6 +203,16 @@ class Progress:
         return cls(**{k: v for k, v in meta.items() if k in names})
 
 
+def move_aside(manager, steps: list[int]) -> None:
+    """Renames damaged steps (never deletes them) out of the way of the
+    steps to come."""
+    for step in steps:
+        folder = Path(manager.directory) / str(step)
+        folder.rename(folder.with_name(f"{step}.damaged-{time.time_ns()}"))
+    if steps:
+        manager.reload()
+
+
 def start_or_resume(
     config: Config, manager, create: Callable[[], Seq2Seq], overwrite: bool
 ) -> tuple[Seq2Seq, Progress]:
@@ -216,13 +227,13 @@ def start_or_resume(
             manager.delete(step)
     if manager.latest_step() is None:
         return create(), Progress()
-    model, meta = restore_checkpoint(manager, "latest")
-    if meta["damaged"]:
-        # Renamed, not deleted, and out of the way of the steps to come.
-        for step in meta["damaged"]:
-            folder = Path(manager.directory) / str(step)
-            folder.rename(folder.with_name(f"{step}.damaged-{time.time_ns()}"))
-        manager.reload()
+    try:
+        model, meta = restore_checkpoint(manager, "latest")
+    except NoCompleteCheckpointError as error:
+        move_aside(manager, error.damaged)
+        log.warning("%s: starting afresh", manager.directory)
+        return create(), Progress()
+    move_aside(manager, meta["damaged"])
     check_same_config(manager.directory, config, model.config)
     log.info("%s: resuming after epoch %d", manager.directory, meta["epoch"])
     return model.replace(config=config), Progress.from_json(meta)
