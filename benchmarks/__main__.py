@@ -12,7 +12,7 @@ from typing import Any
 from files import write_json
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
-SECTIONS = ("train", "generate", "compile", "flops", "run")
+SECTIONS = ("train", "generate", "compile", "flops", "scaling", "run")
 
 log = logging.getLogger("benchmarks")
 
@@ -95,7 +95,14 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
 def run_section(name: str, plan: Plan) -> Any:
     # Imported here so that --help answers without loading JAX and torch.
-    from benchmarks import compiling, endtoend, flops, generation, training
+    from benchmarks import (
+        compiling,
+        endtoend,
+        flops,
+        generation,
+        scaling,
+        training,
+    )
 
     if name == "train":
         rows = training.benchmark_training(
@@ -118,6 +125,9 @@ def run_section(name: str, plan: Plan) -> Any:
             plan.hiddens, plan.repeats, plan.target_seconds
         )
         flops.print_flops(rows)
+    elif name == "scaling":
+        rows = scaling.benchmark_scaling(128, plan.compile_repeats)
+        scaling.print_scaling(rows)
     else:
         rows = endtoend.benchmark_run(plan.run_repeats)
         endtoend.print_run(rows)
