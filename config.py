@@ -152,3 +152,7 @@ def _check_config(config: Config) -> None:
     require(0 < config.test_fraction < 1, "test_fraction", "must be in (0, 1)")
     require(0 <= config.tf_min <= 1, "tf_min", "must be in [0, 1]")
     require(config.tf_k >= 1, "tf_k", "must be at least 1")
+    # The seasonal-naive baseline repeats the window's last season.
+    require(
+        config.season <= config.in_len, "season", "must not exceed --in-len"
+    )

@@ -475,6 +475,18 @@ def score(
     return scores
 
 
+def compare_with_best_baseline(scores: dict[str, Any], names) -> None:
+    """Adds `best_baseline` (lowest test-window MSE) and how many times the
+    model's MSE is below its."""
+    best = min(names, key=lambda n: scores[f"test_window_baseline_{n}_mse"])
+    best_mse = scores[f"test_window_baseline_{best}_mse"]
+    model_mse = scores["test_window_mse"]
+    scores["best_baseline"] = best
+    scores["times_better_than_best_baseline"] = (
+        best_mse / model_mse if model_mse > 0 else math.inf
+    )
+
+
 def evaluate_forecasts(
     forecast: Forecaster, config: Config, splits: Splits, run_dir: Path
 ) -> dict[str, Any]:
@@ -484,8 +496,7 @@ def evaluate_forecasts(
     model that maps windows to forecasts in the series' units fits. The
     test windows are scored, and so is one rollout over the whole test
     range from the last window before it (the end of the validation
-    range). Writes the example,
-    stitched and rollout plots into `run_dir`.
+    range). Writes the example, stitched and rollout plots into `run_dir`.
     """
     season = config.season or metrics.estimate_season(
         splits.train.y, config.in_len
@@ -493,54 +504,57 @@ def evaluate_forecasts(
     test = make_windows(config, splits)["test"]
     contexts, targets = test.contexts(), test.targets()
     forecasts = forecast(contexts, config.out_len)
-
     history = np.concatenate([splits.train.y, splits.val.y])
-    history_t = np.concatenate([splits.train.t, splits.val.t])
     context = history[-config.in_len :].astype(np.float32)[None]
     rollout = forecast(context, len(splits.test))[0]
 
     window_baselines = baseline_forecasts(contexts, config.out_len, season)
+    rollout_baselines = {
+        name: guess[0]
+        for name, guess in baseline_forecasts(
+            context, len(rollout), season
+        ).items()
+    }
     scores = {
         "season": season,
         "test_windows": len(test),
         **score("test_window", forecasts, targets, window_baselines),
         "rollout_steps": len(rollout),
         "rollout_max_abs_error": float(np.max(np.abs(rollout - splits.test.y))),
-        **score(
-            "rollout",
-            rollout,
-            splits.test.y,
-            {
-                name: guess[0]
-                for name, guess in baseline_forecasts(
-                    context, len(rollout), season
-                ).items()
-            },
-        ),
+        **score("rollout", rollout, splits.test.y, rollout_baselines),
     }
+    # The name the summary table and earlier readers of metrics.json use.
     scores["baseline_last_value_mse"] = scores[
         "test_window_baseline_last_value_mse"
     ]
-    best = min(
-        window_baselines,
-        key=lambda name: scores[f"test_window_baseline_{name}_mse"],
-    )
-    best_mse = scores[f"test_window_baseline_{best}_mse"]
-    model_mse = scores["test_window_mse"]
-    scores["best_baseline"] = best
-    scores["times_better_than_best_baseline"] = (
-        best_mse / model_mse if model_mse > 0 else math.inf
-    )
+    compare_with_best_baseline(scores, window_baselines)
+    plot_forecasts(config, splits, test, forecasts, rollout, run_dir)
+    return scores
 
+
+def plot_forecasts(
+    config: Config,
+    splits: Splits,
+    test: WindowDataset,
+    forecasts: np.ndarray,
+    rollout: np.ndarray,
+    run_dir: Path,
+) -> None:
+    """The example, stitched and rollout plots of a run's forecasts.
+
+    Args:
+      forecasts: [windows, out_len], one per test window.
+      rollout: [len(splits.test)], from the end of the validation range.
+    """
     name = dataset_name(config.dataset)
     example = len(test) // 2
-    t_context = splits.test.t[test.starts[example] :][: config.in_len]
+    start = test.starts[example]
     plots.plot_example(
         run_dir / "example_trajectory.png",
-        t_context,
-        contexts[example],
+        test.series.t[start : start + config.in_len],
+        test.contexts()[example],
         test.target_times(example),
-        targets[example],
+        test.targets()[example],
         forecasts[example],
         f"{name}: one test window",
     )
@@ -554,16 +568,16 @@ def evaluate_forecasts(
         forecasts[tiles],
         f"{name}: test-window forecasts placed at their t",
     )
+    shown = 4 * config.in_len  # of the history before the test range
     plots.plot_rollout(
         run_dir / "rollout.png",
-        history_t[-4 * config.in_len :],
-        history[-4 * config.in_len :],
+        np.concatenate([splits.train.t, splits.val.t])[-shown:],
+        np.concatenate([splits.train.y, splits.val.y])[-shown:],
         splits.test.t,
         splits.test.y,
         rollout,
         f"{name}: {len(rollout)}-step rollout after the validation range",
     )
-    return scores
 
 
 def forecaster(model: Seq2Seq) -> Forecaster:
