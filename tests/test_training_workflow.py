@@ -500,7 +500,7 @@ def test_without_quiet_or_terminal_each_epoch_logs_a_line(seeded_runs):
         "epoch 2/3",
         "epoch 3/3",
     ]
-    assert "epoch" not in seeded_runs.stderr  # and no progress bar
+    assert "%|" not in seeded_runs.stderr  # and no progress bar
 
 
 # ---------------------------------------------------------------------------
