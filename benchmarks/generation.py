@@ -12,6 +12,7 @@ import torch
 
 from benchmarks import report, timing, workloads
 from Initializers import Seq2Seq
+from modelBlocks import denormalize, normalize
 from pytorch.convert import load_jax_model
 from pytorch.TrainTest import forecast_windows as torch_forecast_windows
 from TrainTest import forecast_windows
@@ -38,17 +39,14 @@ class StepwiseGenerator:
         def start(params, context):
             # The model's own per-window normalization, as in `generate`.
             current = model.with_params(params)
-            mean = context.mean(axis=-1, keepdims=True)
-            std = context.std(axis=-1, keepdims=True)
-            std = jnp.maximum(std, model.std_floor)
-            window = (context - mean) / std
+            window, mean, std = normalize(context, model.std_floor)
             return current.encode(window), window[:, -1], mean, std
 
         def step(params, carries, previous):
             return model.with_params(params).decode_step(carries, previous)
 
         def finish(values, mean, std):
-            return jnp.stack(values, axis=1) * std + mean
+            return denormalize(jnp.stack(values, axis=1), mean, std)
 
         self.start = jax.jit(start)
         self.step = jax.jit(step)
