@@ -2,7 +2,9 @@
 
 import argparse
 import dataclasses
+import functools
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -53,6 +55,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        help="series (or seeds) trained at once, each in a thread; 0: one "
+        "per core. The PyTorch twin and --distributed train one at a time",
+    )
+    p.add_argument(
         "--overwrite",
         action="store_true",
         help="start afresh where a run of another configuration was saved",
@@ -82,7 +91,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             choices=field.metadata["choices"] or None,
             help=help_text,
         )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.jobs < 0:
+        p.error(f"argument --jobs: must be 0 or more, got {args.jobs}")
+    return args
 
 
 def make_configs(args: argparse.Namespace) -> list[Config]:
@@ -172,6 +184,9 @@ def main(argv=None, framework=None, subdir: str = "") -> int:
 
     framework = framework or experiment.JAX
     workdir = Path(args.workdir) / subdir
+    jobs = args.jobs or os.cpu_count() or 1
+    if args.distributed or not framework.concurrent:
+        jobs = 1
     options = {
         "quiet": args.quiet,
         "overwrite": args.overwrite,
@@ -186,14 +201,25 @@ def main(argv=None, framework=None, subdir: str = "") -> int:
             ]
         elif args.seeds:
             rows = [
-                experiment.run_seeds(config, args.seeds, workdir, **options)
+                experiment.run_seeds(
+                    config, args.seeds, workdir, jobs=jobs, **options
+                )
                 for config in make_configs(args)
             ]
         else:
-            rows = [
-                experiment.run(config, workdir, **options)
-                for config in make_configs(args)
-            ]
+            # Every series is read before any trains: bad input stops the
+            # run before anything is written.
+            configs = make_configs(args)
+            splits = [experiment.load_splits(config) for config in configs]
+            rows = experiment.in_parallel(
+                [
+                    functools.partial(
+                        experiment.run, config, workdir, splits=split, **options
+                    )
+                    for config, split in zip(configs, splits, strict=True)
+                ],
+                jobs,
+            )
     except InputError as error:
         print(f"RUN.py: error: {error}", file=sys.stderr)
         return 2

@@ -1,9 +1,11 @@
 """Training, evaluation, generation and checkpoints of a Seq2Seq model."""
 
+import contextlib
 import functools
 import logging
 import math
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +202,23 @@ def _val_mse(metrics: dict[str, float]) -> float:
     return metrics["val_mse"]
 
 
+# Orbax numbers its saves process-wide, and two saves under way at once in
+# runs trained side by side (in threads) mix them up. So one save at a
+# time is under way: the next save or restore, in any run, waits for it.
+_orbax_lock = threading.Lock()
+_saving: ocp.CheckpointManager | None = None
+
+
+@contextlib.contextmanager
+def _orbax_turn() -> Iterator[None]:
+    global _saving
+    with _orbax_lock:
+        if _saving is not None:
+            _saving.wait_until_finished()
+            _saving = None
+        yield
+
+
 def save_checkpoint(
     manager: ocp.CheckpointManager,
     epoch: int,
@@ -213,17 +232,20 @@ def save_checkpoint(
     `meta` must hold `val_mse`, by which the best checkpoint is kept, and
     `total_steps`, the length of the learning-rate schedule.
     """
-    manager.save(
-        epoch,
-        args=ocp.args.Composite(
-            encoder=ocp.args.StandardSave(model.encoder),
-            decoder=ocp.args.StandardSave(model.decoder),
-            config=ocp.args.JsonSave(model.config.to_json()),
-            norm=ocp.args.JsonSave(norm),
-            meta=ocp.args.JsonSave({"epoch": epoch, **meta}),
-        ),
-        metrics={"val_mse": meta["val_mse"]},
-    )
+    global _saving
+    with _orbax_turn():
+        _saving = manager
+        manager.save(
+            epoch,
+            args=ocp.args.Composite(
+                encoder=ocp.args.StandardSave(model.encoder),
+                decoder=ocp.args.StandardSave(model.decoder),
+                config=ocp.args.JsonSave(model.config.to_json()),
+                norm=ocp.args.JsonSave(norm),
+                meta=ocp.args.JsonSave({"epoch": epoch, **meta}),
+            ),
+            metrics={"val_mse": meta["val_mse"]},
+        )
 
 
 def open_checkpoints(directory: Path) -> ocp.CheckpointManager:
@@ -318,7 +340,8 @@ def restore_checkpoint(
     damaged = []
     for step in steps:
         try:
-            model, meta = _restore_step(manager, step)
+            with _orbax_turn():
+                model, meta = _restore_step(manager, step)
         except Exception as error:  # any failure to read marks it damaged
             reason = str(error).splitlines()[0][:160]
             log.warning(

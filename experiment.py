@@ -2,13 +2,16 @@
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent import futures
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import jax
 import numpy as np
@@ -42,6 +45,9 @@ from TrainTest import (
 )
 
 log = logging.getLogger(__name__)
+
+# Set when runs going on in other threads are to stop (see `in_parallel`).
+STOP = threading.Event()
 
 
 def dataset_name(dataset: str) -> str:
@@ -252,9 +258,14 @@ class Session(Protocol):
     def evaluate(self) -> dict[str, Any]:
         """Validation `loss`, `mse` (free-running) and `forecasts`."""
 
-    def save(self, progress: Progress, val_mse: float) -> None: ...
+    def save(self, progress: Progress, val_mse: float, due: bool) -> None:
+        """Checkpoints this epoch: a new best, or `due` (every
+        `checkpoint_every` epochs and the last). A new best that is not
+        due may wait until a later epoch is saved, and is dropped if that
+        one is a better best: only the best and the latest are kept."""
 
-    def latest_saved(self) -> int | None: ...
+    def latest_saved(self) -> int | None:
+        """The epoch of the latest checkpoint, once everything is written."""
 
 
 def run_epochs(
@@ -270,12 +281,14 @@ def run_epochs(
     forced) and the validation MSE of free-running forecasts, logged and
     written to TensorBoard. The best epoch is the one of lowest
     free-running validation MSE; training stops after `patience` epochs
-    without a lower one. The session saves every `checkpoint_every`
-    epochs, at every new best and at the end.
+    without a lower one. The session keeps the best epoch and the latest
+    of those due: every `checkpoint_every` epochs and the last.
     """
     epoch_log = EpochLog(run_dir / "tensorboard", config, progress, quiet)
     start = time.perf_counter() - progress.seconds
     while progress.epoch < config.epochs and not progress.stopped:
+        if STOP.is_set():
+            raise KeyboardInterrupt
         epoch = progress.epoch + 1
         ratio = teacher_forcing_ratio(config, epoch)
         lr = session.learning_rate()
@@ -301,8 +314,9 @@ def run_epochs(
             epoch - progress.improved_epoch >= config.patience
         )
         last = progress.stopped or epoch == config.epochs
-        if best or last or epoch % config.checkpoint_every == 0:
-            session.save(progress, val["mse"])
+        due = last or epoch % config.checkpoint_every == 0
+        if best or due:
+            session.save(progress, val["mse"], due)
 
         epoch_log.epoch(
             epoch,
@@ -367,6 +381,7 @@ class JaxSession:
         self.manager = manager
         self.norm = norm
         self.total_steps = total_steps
+        self.waiting = None  # a best checkpoint not yet written
 
     def learning_rate(self) -> float:
         return float(self.schedule(self.model.encoder.step))
@@ -381,13 +396,35 @@ class JaxSession:
     def evaluate(self) -> dict[str, Any]:
         return evaluate(self.model, self.val_loader)
 
-    def save(self, progress: Progress, val_mse: float) -> None:
-        meta = progress.checkpoint_meta(val_mse, self.total_steps)
-        save_checkpoint(
-            self.manager, progress.epoch, self.model, norm=self.norm, meta=meta
+    def save(self, progress: Progress, val_mse: float, due: bool) -> None:
+        # Validation improves on most early epochs, and a save costs more
+        # than an epoch: a best that is not due waits in memory (the model
+        # is immutable) until a later epoch is saved. A crash loses it with
+        # the epochs after the latest checkpoint, which a resumed run
+        # trains again to the same numbers.
+        checkpoint = (
+            progress.epoch,
+            self.model,
+            progress.checkpoint_meta(val_mse, self.total_steps),
         )
+        if progress.best_epoch == progress.epoch:
+            self.waiting = None  # a better best
+        if not due:
+            self.waiting = checkpoint
+            return
+        self._write_waiting()
+        self._write(*checkpoint)
+
+    def _write(self, epoch: int, model: Seq2Seq, meta: dict[str, Any]):
+        save_checkpoint(self.manager, epoch, model, norm=self.norm, meta=meta)
+
+    def _write_waiting(self) -> None:
+        if self.waiting is not None:
+            self._write(*self.waiting)
+            self.waiting = None
 
     def latest_saved(self) -> int | None:
+        self._write_waiting()
         self.manager.wait_until_finished()
         return self.manager.latest_step()
 
@@ -430,7 +467,7 @@ def train(
         session = JaxSession(config, model, windows, manager, norm, total_steps)
         if manager.latest_step() is None:
             progress.best_val_mse = session.evaluate()["mse"]
-            session.save(progress, progress.best_val_mse)
+            session.save(progress, progress.best_val_mse, due=True)
         progress = run_epochs(config, session, progress, run_dir, quiet)
         manager.wait_until_finished()
         model, meta = restore_checkpoint(manager, "best")
@@ -613,14 +650,52 @@ def restore_best(checkpoint_dir: Path) -> tuple[Seq2Seq, dict[str, Any]]:
 
 @dataclasses.dataclass(frozen=True)
 class Framework:
-    """How a framework trains, restores and forecasts: JAX, or a twin."""
+    """How a framework trains, restores and forecasts: JAX, or a twin.
+
+    `concurrent`: whether runs may train side by side in threads, which
+    needs each run's random numbers to be its own.
+    """
 
     train: Callable[..., tuple[Any, dict[str, Any]]]  # like `train`
     restore_best: Callable[[Path], tuple[Any, dict[str, Any]]]
     forecaster: Callable[[Any], Forecaster]
+    concurrent: bool = False
 
 
-JAX = Framework(train, restore_best, forecaster)
+JAX = Framework(train, restore_best, forecaster, concurrent=True)
+
+Result = TypeVar("Result")
+
+
+def in_parallel(calls: list[Callable[[], Result]], jobs: int) -> list[Result]:
+    """The results of `calls`, in order, made by up to `jobs` threads.
+
+    XLA computes with the GIL released, so runs on different series use
+    different cores. If one call fails, or on Ctrl-C, the others stop at
+    their next epoch (their checkpoints stay: a rerun resumes them) and
+    the first failure in order is raised.
+    """
+    if jobs <= 1 or len(calls) <= 1:
+        return [call() for call in calls]
+    try:
+        with futures.ThreadPoolExecutor(jobs) as pool:
+            running = [pool.submit(call) for call in calls]
+            try:
+                futures.wait(running, return_when=futures.FIRST_EXCEPTION)
+            finally:
+                # After a failure or an interrupt: the rest stop, then
+                # the pool waits for them.
+                if not all(done.done() for done in running):
+                    STOP.set()
+                    for waiting in running:
+                        waiting.cancel()
+    finally:
+        STOP.clear()
+    for done in running:
+        error = None if done.cancelled() else done.exception()
+        if error is not None and not isinstance(error, KeyboardInterrupt):
+            raise error
+    return [done.result() for done in running]
 
 
 def run(
@@ -631,12 +706,14 @@ def run(
     overwrite: bool = False,
     run_dir: Path | None = None,
     framework: Framework = JAX,
+    splits: Splits | None = None,
 ) -> dict[str, Any]:
     """Trains and evaluates on `config.dataset`; writes `metrics.json`.
 
     Everything goes to `run_dir`, by default `workdir/<dataset>/`.
+    `splits` saves reading the series again.
     """
-    splits = load_splits(config)
+    splits = splits or load_splits(config)
     run_dir = run_dir or Path(workdir) / dataset_name(config.dataset)
     run_dir.mkdir(parents=True, exist_ok=True)
     model, summary = framework.train(
@@ -655,23 +732,34 @@ def run(
 
 
 def run_seeds(
-    config: Config, seeds: list[int], workdir: Path, **options: Any
+    config: Config,
+    seeds: list[int],
+    workdir: Path,
+    *,
+    jobs: int = 1,
+    **options: Any,
 ) -> dict[str, Any]:
     """Runs once per seed; returns each number's mean, and its `_std`.
 
     Runs go to `workdir/<dataset>/seed<S>/`; the summary to `seeds.json`
-    beside them. `options` go to `run`.
+    beside them. Up to `jobs` seeds train at once (see `in_parallel`);
+    `options` go to `run`.
     """
     name = dataset_name(config.dataset)
-    runs = [
-        run(
-            config.replace(seed=seed),
-            workdir,
-            run_dir=Path(workdir) / name / f"seed{seed}",
-            **options,
-        )
-        for seed in seeds
-    ]
+    options.setdefault("splits", load_splits(config))
+    runs = in_parallel(
+        [
+            functools.partial(
+                run,
+                config.replace(seed=seed),
+                workdir,
+                run_dir=Path(workdir) / name / f"seed{seed}",
+                **options,
+            )
+            for seed in seeds
+        ],
+        jobs,
+    )
     summary = {"dataset": name, "seeds": seeds}
     for key, value in runs[0].items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -3,12 +3,15 @@
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
+from files import replace_atomically
+
+# Figures are made without pyplot, whose global state is not safe in the
+# threads that train series side by side. Libraries that do use pyplot
+# (TensorBoard's figure logging) get the headless backend.
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from files import replace_atomically  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
@@ -16,7 +19,6 @@ def _save(fig, path: Path) -> None:
     replace_atomically(
         path, lambda tmp: fig.savefig(tmp, format="png", dpi=110)
     )
-    plt.close(fig)
 
 
 def example_figure(
@@ -28,7 +30,8 @@ def example_figure(
     title: str,
 ):
     """One window: its context, the true continuation and the forecast."""
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+    fig = Figure(figsize=(8, 3.5))
+    ax = fig.subplots()
     ax.plot(context_t, context, color="0.4", label="context")
     ax.plot(target_t, target, color="black", label="truth")
     ax.plot(target_t, forecast, "--", color="tab:red", label="forecast")
@@ -58,7 +61,8 @@ def plot_stitched(
       window_t, forecasts: [windows, out_len], the target times of each
         window and its forecast.
     """
-    fig, ax = plt.subplots(figsize=(10, 3.5))
+    fig = Figure(figsize=(10, 3.5))
+    ax = fig.subplots()
     ax.plot(t, y, color="black", lw=1, label="truth")
     for k, (times, values) in enumerate(zip(window_t, forecasts, strict=True)):
         label = "forecasts" if k == 0 else None
@@ -79,7 +83,8 @@ def plot_rollout(
     title: str,
 ) -> None:
     """One forecast of the whole test range from the data before it."""
-    fig, ax = plt.subplots(figsize=(10, 3.5))
+    fig = Figure(figsize=(10, 3.5))
+    ax = fig.subplots()
     ax.plot(history_t, history, color="0.4", label="train + validation")
     ax.plot(t, truth, color="black", label="truth")
     ax.plot(t, forecast, "--", color="tab:red", label="rollout")

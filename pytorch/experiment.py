@@ -76,7 +76,8 @@ class TorchSession:
     def evaluate(self) -> dict[str, Any]:
         return evaluate(self.trainer.model, self.val_loader)
 
-    def save(self, progress: Progress, val_mse: float) -> None:
+    def save(self, progress: Progress, val_mse: float, due: bool) -> None:
+        # Its files are small and quick to write: every call writes.
         meta = progress.checkpoint_meta(val_mse, self.total_steps)
         best = progress.best_epoch == progress.epoch
         for which in ("latest", "best") if best else ("latest",):
@@ -137,7 +138,7 @@ def train(
     if progress is None:
         progress = Progress()
         progress.best_val_mse = session.evaluate()["mse"]
-        session.save(progress, progress.best_val_mse)
+        session.save(progress, progress.best_val_mse, due=True)
     progress = run_epochs(config, session, progress, run_dir, quiet)
 
     trainer, meta = restore_checkpoint(directory, "best")
