@@ -351,6 +351,55 @@ def training_summary(
     }
 
 
+class Checkpoints:
+    """Writes a run's checkpoints, of which the manager keeps the best
+    epoch's and the latest.
+
+    Validation improves on most early epochs, and a save costs more than
+    an epoch: a best that is not due waits in memory (models are
+    immutable) until a later epoch is saved, and is dropped if a better
+    best comes first. A crash loses it with the epochs after the latest
+    checkpoint, which a resumed run trains again to the same numbers.
+    """
+
+    def __init__(self, manager, norm: dict[str, float], total_steps: int):
+        self.manager = manager
+        self.norm = norm
+        self.total_steps = total_steps
+        self.waiting = None  # (epoch, model, meta) of a best not written
+
+    def save(
+        self, model: Seq2Seq, progress: Progress, val_mse: float, due: bool
+    ) -> None:
+        """Checkpoints `model` after `progress.epoch`; see `Session.save`."""
+        checkpoint = (
+            progress.epoch,
+            model,
+            progress.checkpoint_meta(val_mse, self.total_steps),
+        )
+        if progress.best_epoch == progress.epoch:
+            self.waiting = None  # a better best
+        if not due:
+            self.waiting = checkpoint
+            return
+        self._write_waiting()
+        self._write(*checkpoint)
+
+    def latest(self) -> int | None:
+        """The epoch of the latest checkpoint, once all are written."""
+        self._write_waiting()
+        self.manager.wait_until_finished()
+        return self.manager.latest_step()
+
+    def _write(self, epoch: int, model: Seq2Seq, meta: dict[str, Any]):
+        save_checkpoint(self.manager, epoch, model, norm=self.norm, meta=meta)
+
+    def _write_waiting(self) -> None:
+        if self.waiting is not None:
+            self._write(*self.waiting)
+            self.waiting = None
+
+
 class JaxSession:
     """The JAX model in training: its loaders, keys and checkpoints."""
 
@@ -378,10 +427,7 @@ class JaxSession:
         parallel.check_batch_size(self.train_loader.batch_size, mesh)
         self.schedule = make_schedule(config, total_steps)
         self.train_key = jax.random.split(jax.random.PRNGKey(config.seed))[1]
-        self.manager = manager
-        self.norm = norm
-        self.total_steps = total_steps
-        self.waiting = None  # a best checkpoint not yet written
+        self.checkpoints = Checkpoints(manager, norm, total_steps)
 
     def learning_rate(self) -> float:
         return float(self.schedule(self.model.encoder.step))
@@ -397,36 +443,10 @@ class JaxSession:
         return evaluate(self.model, self.val_loader)
 
     def save(self, progress: Progress, val_mse: float, due: bool) -> None:
-        # Validation improves on most early epochs, and a save costs more
-        # than an epoch: a best that is not due waits in memory (the model
-        # is immutable) until a later epoch is saved. A crash loses it with
-        # the epochs after the latest checkpoint, which a resumed run
-        # trains again to the same numbers.
-        checkpoint = (
-            progress.epoch,
-            self.model,
-            progress.checkpoint_meta(val_mse, self.total_steps),
-        )
-        if progress.best_epoch == progress.epoch:
-            self.waiting = None  # a better best
-        if not due:
-            self.waiting = checkpoint
-            return
-        self._write_waiting()
-        self._write(*checkpoint)
-
-    def _write(self, epoch: int, model: Seq2Seq, meta: dict[str, Any]):
-        save_checkpoint(self.manager, epoch, model, norm=self.norm, meta=meta)
-
-    def _write_waiting(self) -> None:
-        if self.waiting is not None:
-            self._write(*self.waiting)
-            self.waiting = None
+        self.checkpoints.save(self.model, progress, val_mse, due)
 
     def latest_saved(self) -> int | None:
-        self._write_waiting()
-        self.manager.wait_until_finished()
-        return self.manager.latest_step()
+        return self.checkpoints.latest()
 
 
 def steps_per_epoch(config: Config, windows: dict[str, WindowDataset]) -> int:

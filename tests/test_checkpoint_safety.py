@@ -2,12 +2,14 @@
 
 import contextlib
 import io
+import types
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import pytest
 
+import experiment
 import RUN
 import TrainTest
 from config import Config
@@ -139,3 +141,37 @@ def test_a_damaged_latest_step_falls_back_to_the_previous_one(tmp_path):
             lambda a, b: bool((a == b).all()), restored.params, model.params
         )
     )
+
+
+def test_a_best_between_due_epochs_is_written_unless_a_better_one_follows(
+    monkeypatch,
+):
+    written = []
+    monkeypatch.setattr(
+        experiment,
+        "save_checkpoint",
+        lambda manager, epoch, model, **_: written.append(epoch),
+    )
+    manager = types.SimpleNamespace(
+        wait_until_finished=lambda: None, latest_step=lambda: written[-1]
+    )
+    checkpoints = experiment.Checkpoints(manager, {}, total_steps=1)
+    progress = experiment.Progress()
+    # (epoch, validation MSE, due), as run_epochs calls save.
+    epochs = [(1, 5.0, False), (2, 4.0, False), (3, 6.0, False)]
+    epochs += [(4, 3.0, False), (5, 7.0, True), (6, 2.0, False)]
+    epochs += [(7, 1.0, True), (8, 0.5, False)]
+    for epoch, val_mse, due in epochs:
+        progress.epoch = epoch
+        best = val_mse <= progress.best_val_mse
+        if best:
+            progress.best_val_mse, progress.best_epoch = val_mse, epoch
+        if best or due:
+            checkpoints.save(None, progress, val_mse, due)
+
+    # 1 and 2 gave way to better bests; 4 waited for 5; 6 gave way to 7.
+    assert written == [4, 5, 7]
+    # Asked for the latest (as a diverged run is), the waiting best is
+    # written first.
+    assert checkpoints.latest() == 8
+    assert written == [4, 5, 7, 8]

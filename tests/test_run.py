@@ -223,6 +223,7 @@ def test_bad_series_file_fails_in_one_line_naming_it(tmp_path, capsys, name):
     "args, culprit",
     [
         (["--epochs", "-1"], "--epochs"),
+        (["--jobs", "-1"], "--jobs"),
         (["--hidden", "0"], "--hidden"),
         (["--out-len", "0"], "--out-len"),
         (["--encoder", "foo"], "--encoder"),
@@ -245,6 +246,43 @@ def test_bad_flag_fails_in_one_line_naming_it(tmp_path, capsys, args, culprit):
     assert_one_error_line(capsys.readouterr().err, culprit)
     assert kept.read_text() == "an earlier run's\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sine"]
+
+
+# Series trained side by side.
+
+
+def test_series_trained_side_by_side_give_the_numbers_of_one_at_a_time(
+    tmp_path,
+):
+    both = ["--dataset", "all", *TINY, "--quiet"]
+    one_by_one = run_main([*both, "--jobs", "1", "--workdir", str(tmp_path)])
+    side_by_side = run_main(
+        [*both, "--jobs", "2", "--workdir", str(tmp_path / "jobs2")]
+    )
+
+    assert one_by_one[0] == side_by_side[0] == 0
+    for dataset in ("sine", "linear"):
+        alone = read_metrics(tmp_path / dataset)
+        together = read_metrics(tmp_path / "jobs2" / dataset)
+        assert alone.pop("train_seconds") > 0
+        assert together.pop("train_seconds") > 0
+        assert together == alone, dataset
+
+
+def test_a_failing_run_stops_the_runs_beside_it():
+    stopped = []
+
+    def fails():
+        raise ValueError("this run fails")
+
+    def runs_until_stopped():
+        stopped.append(experiment.STOP.wait(timeout=60))
+        raise KeyboardInterrupt  # as run_epochs does when STOP is set
+
+    with pytest.raises(ValueError, match="this run fails"):
+        experiment.in_parallel([runs_until_stopped, fails], jobs=2)
+    assert stopped == [True]
+    assert not experiment.STOP.is_set()
 
 
 # Accuracy of the default configuration.
