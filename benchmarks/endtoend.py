@@ -20,13 +20,18 @@ ROOT = Path(__file__).resolve().parent.parent
 PEAK_RSS = re.compile(r"Maximum resident set size \(kbytes\): (\d+)")
 
 
-def run_once() -> dict[str, Any]:
-    """One run of RUN.py with its defaults, in a new working directory.
+# The series one after the other, and side by side (the default).
+CONTENDERS = {"jobs_1": ["--jobs", "1"], "default": []}
+
+
+def run_once(flags: list[str]) -> dict[str, Any]:
+    """One run of RUN.py with its defaults and `flags`, in a new working
+    directory.
 
     A new directory each time: in an old one RUN.py resumes from the
     checkpoints it finds instead of training.
     """
-    command = [sys.executable, str(ROOT / "RUN.py")]
+    command = [sys.executable, str(ROOT / "RUN.py"), *flags]
     gnu_time = shutil.which("time") or "/usr/bin/time"
     if Path(gnu_time).exists():
         command = [gnu_time, "-v", *command]
@@ -59,28 +64,52 @@ def run_once() -> dict[str, Any]:
 
 
 def benchmark_run(repeats: int) -> dict[str, Any]:
-    runs = []
+    """Both contenders, alternating, `repeats` times each."""
+    runs = {name: [] for name in CONTENDERS}
     for i in range(repeats):
-        log.info("run: RUN.py, %d of %d", i + 1, repeats)
-        runs.append(run_once())
+        for name, flags in CONTENDERS.items():
+            log.info("run: RUN.py %s, %d of %d", name, i + 1, repeats)
+            runs[name].append(run_once(flags))
+    walls = {
+        name: [run["wall_seconds"] for run in done]
+        for name, done in runs.items()
+    }
     return {
         "command": "python RUN.py (defaults: sine and linear)",
-        "wall_seconds": timing.summarize([r["wall_seconds"] for r in runs]),
-        "peak_rss_mib": timing.summarize([r["peak_rss_mib"] for r in runs]),
-        "runs": runs,
+        "contenders": {
+            name: {
+                "flags": CONTENDERS[name],
+                "wall_seconds": timing.summarize(walls[name]),
+                "peak_rss_mib": timing.summarize(
+                    [run["peak_rss_mib"] for run in done]
+                ),
+                "runs": done,
+            }
+            for name, done in runs.items()
+        },
+        "speedup_over_jobs_1": timing.paired_ratios(
+            walls["jobs_1"], walls["default"]
+        ),
     }
 
 
 def print_run(result: dict[str, Any]) -> None:
-    trained = result["runs"][-1]["train_seconds"]
-    report.print_table(
-        f"{result['command']}, {len(result['runs'])} run(s): median [min-max]",
-        ["wall s", "peak RSS MiB", "train s (last run)"],
-        [
+    rows = []
+    for contender in result["contenders"].values():
+        trained = contender["runs"][-1]["train_seconds"]
+        rows.append(
             [
-                report.with_range(result["wall_seconds"]),
-                report.with_range(result["peak_rss_mib"]),
+                " ".join(["RUN.py", *contender["flags"]]),
+                report.with_range(contender["wall_seconds"]),
+                report.with_range(contender["peak_rss_mib"]),
                 ", ".join(f"{k} {v:.1f}" for k, v in trained.items()),
             ]
-        ],
+        )
+    speedup = result["speedup_over_jobs_1"]
+    report.print_table(
+        f"{result['command']}, median [min-max]; the default is "
+        f"{speedup['median_ratio']:.2f}x as fast as --jobs 1 "
+        f"(rounds {speedup['round_min']:.2f}-{speedup['round_max']:.2f})",
+        ["command", "wall s", "peak RSS MiB", "train s (last run)"],
+        rows,
     )
