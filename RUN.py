@@ -2,7 +2,6 @@
 
 import argparse
 import dataclasses
-import functools
 import logging
 import os
 import sys
@@ -199,26 +198,13 @@ def main(argv=None, framework=None, subdir: str = "") -> int:
                     args.restore, workdir, framework
                 )
             ]
-        elif args.seeds:
-            rows = [
-                experiment.run_seeds(
-                    config, args.seeds, workdir, jobs=jobs, **options
-                )
-                for config in make_configs(args)
-            ]
         else:
-            # Every series is read before any trains: bad input stops the
-            # run before anything is written.
-            configs = make_configs(args)
-            splits = [experiment.load_splits(config) for config in configs]
-            rows = experiment.in_parallel(
-                [
-                    functools.partial(
-                        experiment.run, config, workdir, splits=split, **options
-                    )
-                    for config, split in zip(configs, splits, strict=True)
-                ],
-                jobs,
+            rows = experiment.run_all(
+                make_configs(args),
+                workdir,
+                seeds=args.seeds,
+                jobs=jobs,
+                **options,
             )
     except InputError as error:
         print(f"RUN.py: error: {error}", file=sys.stderr)

@@ -203,8 +203,9 @@ def _val_mse(metrics: dict[str, float]) -> float:
 
 
 # Orbax numbers its saves process-wide, and two saves under way at once in
-# runs trained side by side (in threads) mix them up. So one save at a
-# time is under way: the next save or restore, in any run, waits for it.
+# runs trained side by side (in threads) mix them up. So one save at a time
+# is under way: the next save, in any run, waits for it. Restores wait too,
+# as orbax says nothing of reading while another save writes.
 _orbax_lock = threading.Lock()
 _saving: ocp.CheckpointManager | None = None
 
@@ -213,9 +214,13 @@ _saving: ocp.CheckpointManager | None = None
 def _orbax_turn() -> Iterator[None]:
     global _saving
     with _orbax_lock:
-        if _saving is not None:
-            _saving.wait_until_finished()
-            _saving = None
+        saving, _saving = _saving, None
+        if saving is not None:
+            try:
+                saving.wait_until_finished()
+            except Exception as error:
+                # Its own run raises this when it next waits for its saves.
+                log.warning("%s: a save failed (%s)", saving.directory, error)
         yield
 
 

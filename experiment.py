@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
@@ -46,8 +47,12 @@ from TrainTest import (
 
 log = logging.getLogger(__name__)
 
-# Set when runs going on in other threads are to stop (see `in_parallel`).
+# Set when runs going on in other threads are to stop (see `run_in_threads`).
 STOP = threading.Event()
+
+
+class Stopped(Exception):
+    """A run stopped before its next epoch because STOP was set."""
 
 
 def dataset_name(dataset: str) -> str:
@@ -288,7 +293,7 @@ def run_epochs(
     start = time.perf_counter() - progress.seconds
     while progress.epoch < config.epochs and not progress.stopped:
         if STOP.is_set():
-            raise KeyboardInterrupt
+            raise Stopped(f"{run_dir}: stopped after epoch {progress.epoch}")
         epoch = progress.epoch + 1
         ratio = teacher_forcing_ratio(config, epoch)
         lr = session.learning_rate()
@@ -355,18 +360,23 @@ class Checkpoints:
     """Writes a run's checkpoints, of which the manager keeps the best
     epoch's and the latest.
 
-    Validation improves on most early epochs, and a save costs more than
+    Validation improves on most early epochs, and a save costs about half
     an epoch: a best that is not due waits in memory (models are
     immutable) until a later epoch is saved, and is dropped if a better
     best comes first. A crash loses it with the epochs after the latest
     checkpoint, which a resumed run trains again to the same numbers.
     """
 
-    def __init__(self, manager, norm: dict[str, float], total_steps: int):
+    def __init__(
+        self,
+        manager: ocp.CheckpointManager,
+        norm: dict[str, float],
+        total_steps: int,
+    ):
         self.manager = manager
         self.norm = norm
         self.total_steps = total_steps
-        self.waiting = None  # (epoch, model, meta) of a best not written
+        self.pending = None  # (epoch, model, meta) of a best not written
 
     def save(
         self, model: Seq2Seq, progress: Progress, val_mse: float, due: bool
@@ -377,27 +387,30 @@ class Checkpoints:
             model,
             progress.checkpoint_meta(val_mse, self.total_steps),
         )
-        if progress.best_epoch == progress.epoch:
-            self.waiting = None  # a better best
+        best = progress.best_epoch == progress.epoch
         if not due:
-            self.waiting = checkpoint
+            if best:
+                self.pending = checkpoint  # instead of an older best
             return
-        self._write_waiting()
+        if best:
+            self.pending = None
+        self._write_pending()
         self._write(*checkpoint)
 
-    def latest(self) -> int | None:
-        """The epoch of the latest checkpoint, once all are written."""
-        self._write_waiting()
+    def flush(self) -> int | None:
+        """Writes the pending best; returns the latest checkpoint's epoch
+        once everything is on disk."""
+        self._write_pending()
         self.manager.wait_until_finished()
         return self.manager.latest_step()
 
-    def _write(self, epoch: int, model: Seq2Seq, meta: dict[str, Any]):
+    def _write(self, epoch: int, model: Seq2Seq, meta: dict[str, Any]) -> None:
         save_checkpoint(self.manager, epoch, model, norm=self.norm, meta=meta)
 
-    def _write_waiting(self) -> None:
-        if self.waiting is not None:
-            self._write(*self.waiting)
-            self.waiting = None
+    def _write_pending(self) -> None:
+        if self.pending is not None:
+            self._write(*self.pending)
+            self.pending = None
 
 
 class JaxSession:
@@ -446,7 +459,7 @@ class JaxSession:
         self.checkpoints.save(self.model, progress, val_mse, due)
 
     def latest_saved(self) -> int | None:
-        return self.checkpoints.latest()
+        return self.checkpoints.flush()
 
 
 def steps_per_epoch(config: Config, windows: dict[str, WindowDataset]) -> int:
@@ -687,35 +700,76 @@ JAX = Framework(train, restore_best, forecaster, concurrent=True)
 Result = TypeVar("Result")
 
 
-def in_parallel(calls: list[Callable[[], Result]], jobs: int) -> list[Result]:
+def run_in_threads(
+    calls: list[Callable[[], Result]], jobs: int
+) -> list[Result]:
     """The results of `calls`, in order, made by up to `jobs` threads.
 
     XLA computes with the GIL released, so runs on different series use
     different cores. If one call fails, or on Ctrl-C, the others stop at
-    their next epoch (their checkpoints stay: a rerun resumes them) and
-    the first failure in order is raised.
+    their next epoch (their checkpoints stay: a rerun resumes them); the
+    first failure in order is raised and any others are logged.
     """
     if jobs <= 1 or len(calls) <= 1:
         return [call() for call in calls]
+    STOP.clear()
+    pool = futures.ThreadPoolExecutor(jobs)
+    submitted = [pool.submit(call) for call in calls]
     try:
-        with futures.ThreadPoolExecutor(jobs) as pool:
-            running = [pool.submit(call) for call in calls]
-            try:
-                futures.wait(running, return_when=futures.FIRST_EXCEPTION)
-            finally:
-                # After a failure or an interrupt: the rest stop, then
-                # the pool waits for them.
-                if not all(done.done() for done in running):
-                    STOP.set()
-                    for waiting in running:
-                        waiting.cancel()
+        futures.wait(submitted, return_when=futures.FIRST_EXCEPTION)
     finally:
+        # After a failure or an interrupt: the rest stop, and are waited
+        # for. A second Ctrl-C while waiting leaves STOP set, so they
+        # still stop.
+        if not all(future.done() for future in submitted):
+            STOP.set()
+            for future in submitted:
+                future.cancel()
+        pool.shutdown(wait=True)
         STOP.clear()
-    for done in running:
-        error = None if done.cancelled() else done.exception()
-        if error is not None and not isinstance(error, KeyboardInterrupt):
-            raise error
-    return [done.result() for done in running]
+    errors = [
+        future.exception()
+        for future in submitted
+        if not future.cancelled()
+        and future.exception() is not None
+        and not isinstance(future.exception(), Stopped)
+    ]
+    for error in errors[1:]:
+        log.error("a run beside the first to fail failed too: %s", error)
+    if errors:
+        raise errors[0]
+    return [future.result() for future in submitted]
+
+
+def run_all(
+    configs: list[Config],
+    workdir: Path,
+    *,
+    seeds: list[int] | None = None,
+    jobs: int = 1,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """`run` on each config, or `run_seeds` with `seeds`: one row each.
+
+    Every series is read before any trains, so bad input stops the whole
+    run before anything is written. Up to `jobs` runs train at once (see
+    `run_in_threads`): the series, or each series' seeds.
+    """
+    splits = [load_splits(config) for config in configs]
+    if seeds:
+        return [
+            run_seeds(
+                config, seeds, workdir, jobs=jobs, splits=split, **options
+            )
+            for config, split in zip(configs, splits, strict=True)
+        ]
+    return run_in_threads(
+        [
+            functools.partial(run, config, workdir, splits=split, **options)
+            for config, split in zip(configs, splits, strict=True)
+        ],
+        jobs,
+    )
 
 
 def run(
@@ -733,7 +787,8 @@ def run(
     Everything goes to `run_dir`, by default `workdir/<dataset>/`.
     `splits` saves reading the series again.
     """
-    splits = splits or load_splits(config)
+    if splits is None:
+        splits = load_splits(config)
     run_dir = run_dir or Path(workdir) / dataset_name(config.dataset)
     run_dir.mkdir(parents=True, exist_ok=True)
     model, summary = framework.train(
@@ -762,12 +817,13 @@ def run_seeds(
     """Runs once per seed; returns each number's mean, and its `_std`.
 
     Runs go to `workdir/<dataset>/seed<S>/`; the summary to `seeds.json`
-    beside them. Up to `jobs` seeds train at once (see `in_parallel`);
+    beside them. Up to `jobs` seeds train at once (see `run_in_threads`);
     `options` go to `run`.
     """
     name = dataset_name(config.dataset)
-    options.setdefault("splits", load_splits(config))
-    runs = in_parallel(
+    if options.get("splits") is None:
+        options["splits"] = load_splits(config)
+    runs = run_in_threads(
         [
             functools.partial(
                 run,

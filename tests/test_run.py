@@ -277,10 +277,10 @@ def test_a_failing_run_stops_the_runs_beside_it():
 
     def runs_until_stopped():
         stopped.append(experiment.STOP.wait(timeout=60))
-        raise KeyboardInterrupt  # as run_epochs does when STOP is set
+        raise experiment.Stopped  # as run_epochs does when STOP is set
 
     with pytest.raises(ValueError, match="this run fails"):
-        experiment.in_parallel([runs_until_stopped, fails], jobs=2)
+        experiment.run_in_threads([runs_until_stopped, fails], jobs=2)
     assert stopped == [True]
     assert not experiment.STOP.is_set()
 
