@@ -25,8 +25,7 @@ CONTENDERS = {"jobs_1": ["--jobs", "1"], "default": []}
 
 
 def run_once(flags: list[str]) -> dict[str, Any]:
-    """One run of RUN.py with its defaults and `flags`, in a new working
-    directory.
+    """One run of RUN.py with `flags`, in a new working directory.
 
     A new directory each time: in an old one RUN.py resumes from the
     checkpoints it finds instead of training.
@@ -54,7 +53,8 @@ def run_once(flags: list[str]) -> dict[str, Any]:
     if found:
         peak_kib = int(found.group(1))
     else:
-        # The largest child so far; on Linux ru_maxrss is in KiB.
+        # The largest child so far, of any contender; on Linux ru_maxrss
+        # is in KiB.
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {
         "wall_seconds": seconds,
