@@ -727,13 +727,8 @@ def run_in_threads(
                 future.cancel()
         pool.shutdown(wait=True)
         STOP.clear()
-    errors = [
-        future.exception()
-        for future in submitted
-        if not future.cancelled()
-        and future.exception() is not None
-        and not isinstance(future.exception(), Stopped)
-    ]
+    raised = [f.exception() for f in submitted if not f.cancelled()]
+    errors = [e for e in raised if e and not isinstance(e, Stopped)]
     for error in errors[1:]:
         log.error("a run beside the first to fail failed too: %s", error)
     if errors:
