@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 from orbax.checkpoint import checkpoint_managers
 
 from config import Config, InputError
@@ -22,10 +24,6 @@ log = logging.getLogger(__name__)
 
 Array = jax.Array
 Batch = dict[str, Array]  # context [B, in_len], target [B, out_len], mask [B]
-
-
-def _masked_mean(per_window: Array, mask: Array) -> Array:
-    return jnp.sum(per_window * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
 def teacher_forcing_ratio(config: Config, epoch: int) -> float:
@@ -44,9 +42,13 @@ def teacher_forcing_ratio(config: Config, epoch: int) -> float:
     return 1.0
 
 
-@jax.jit
+@functools.partial(jax.jit, static_argnames="mesh")
 def train_step(
-    model: Seq2Seq, batch: Batch, key: Array, truth_ratio: Array = 1.0
+    model: Seq2Seq,
+    batch: Batch,
+    key: Array,
+    truth_ratio: Array = 1.0,
+    mesh: Mesh | None = None,
 ) -> tuple[Seq2Seq, dict[str, Array]]:
     """One update of both states from one forward and backward pass.
 
@@ -54,24 +56,56 @@ def train_step(
     `truth_ratio` and the model's own prediction otherwise; 1 is teacher
     forcing. Pass it as a float32 array so that changing it per epoch does
     not recompile. Dropout and sampling keys come from `key` and the step.
+
+    With a `mesh` of several devices, each device runs the forward and
+    backward pass over its rows of the batch (sharded over the mesh's
+    "batch" axis) and the gradients are summed across devices once. The
+    numbers are those of one device, to float rounding, except that
+    dropout draws its masks per device.
     """
     step_key = jax.random.fold_in(key, model.encoder.step)
     dropout_key, sampling_key = jax.random.split(step_key)
     use_truth = jax.random.bernoulli(
         sampling_key, truth_ratio, batch["target"].shape
     )
+    windows = jnp.maximum(jnp.sum(batch["mask"]), 1.0)
 
-    def loss_fn(params):
-        prediction, target = model.with_params(params).teacher_forced(
-            batch["context"],
-            batch["target"],
-            dropout_key=dropout_key,
-            use_truth=use_truth,
+    def loss_and_grads(params, batch, use_truth, dropout_key):
+        def loss_fn(params):
+            prediction, target = model.with_params(params).teacher_forced(
+                batch["context"],
+                batch["target"],
+                dropout_key=dropout_key,
+                use_truth=use_truth,
+            )
+            per_window = jnp.mean((prediction - target) ** 2, axis=-1)
+            return jnp.sum(per_window * batch["mask"]) / windows
+
+        return jax.value_and_grad(loss_fn)(params)
+
+    if mesh is None or mesh.size == 1:
+        loss, grads = loss_and_grads(
+            model.params, batch, use_truth, dropout_key
         )
-        per_window = jnp.mean((prediction - target) ** 2, axis=-1)
-        return _masked_mean(per_window, batch["mask"])
+    else:
+        # Left to jit alone, the partitioner sums the weight gradients
+        # across devices inside the backward loops, once a time step.
+        def per_device(params, batch, use_truth):
+            device_key = jax.random.fold_in(
+                dropout_key, jax.lax.axis_index("batch")
+            )
+            return jax.lax.psum(
+                loss_and_grads(params, batch, use_truth, device_key), "batch"
+            )
 
-    loss, grads = jax.value_and_grad(loss_fn)(model.params)
+        loss, grads = jax.shard_map(
+            per_device,
+            mesh=mesh,
+            in_specs=(P(), P("batch"), P("batch")),
+            out_specs=P(),
+            # Flax's RNN starts from a carry that is not marked per device.
+            check_vma=False,
+        )(model.params, batch, use_truth)
     return model.apply_gradients(grads), {"loss": loss}
 
 
@@ -84,6 +118,7 @@ def train_epoch(
     loader: Iterable[Batch],
     key: Array,
     truth_ratio: float = 1.0,
+    mesh: Mesh | None = None,
 ) -> tuple[Seq2Seq, float]:
     """Runs `train_step` over the loader; returns the mean batch loss.
 
@@ -94,7 +129,7 @@ def train_epoch(
     ratio = jnp.float32(truth_ratio)
     losses = []
     for batch in loader:
-        model, metrics = train_step(model, batch, key, ratio)
+        model, metrics = train_step(model, batch, key, ratio, mesh=mesh)
         losses.append(metrics["loss"])
     if not losses:
         return model, 0.0

@@ -39,13 +39,13 @@ STEPS = textwrap.dedent(
     )
     model = parallel.replicate(model, mesh)
     key, ratio = jax.random.PRNGKey(1), jnp.float32(1.0)
-    model, _ = train_step(model, batches[0], key, ratio)
+    model, _ = train_step(model, batches[0], key, ratio, mesh=mesh)
     jax.block_until_ready(model)
     seconds = []
     for _ in range(rounds):
         start = time.perf_counter()
         for b in batches:
-            model, _ = train_step(model, b, key, ratio)
+            model, _ = train_step(model, b, key, ratio, mesh=mesh)
         jax.block_until_ready(model)
         seconds.append((time.perf_counter() - start) / len(batches))
     print(json.dumps(seconds))

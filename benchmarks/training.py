@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import torch
 
+import parallel
 from benchmarks import report, timing, workloads
 from pytorch.TrainTest import Trainer
 from pytorch.TrainTest import train_step as torch_train_step
@@ -19,11 +20,18 @@ ENCODERS = ("uni", "bi")
 
 
 class JaxTraining:
-    """`TrainTest.train_step` over one epoch's batches, cycled."""
+    """`TrainTest.train_step` over one epoch's batches, cycled.
 
-    def __init__(self, model, batches: list, seed: int = 0):
+    With a `mesh`, each batch is split over its devices.
+    """
+
+    def __init__(self, model, batches: list, seed: int = 0, mesh=None):
+        if mesh is not None:
+            model = parallel.replicate(model, mesh)
+            batches = jax.device_put(batches, parallel.batch_sharding(mesh))
         self.model = model
         self.batches = batches
+        self.mesh = mesh
         self.key = jax.random.PRNGKey(seed)
         # Teacher forcing, RUN.py's default; an array, as train_epoch passes.
         self.ratio = jnp.float32(1.0)
@@ -33,7 +41,9 @@ class JaxTraining:
         model = self.model
         for _ in range(steps):
             batch = self.batches[self.steps % len(self.batches)]
-            model, metrics = train_step(model, batch, self.key, self.ratio)
+            model, metrics = train_step(
+                model, batch, self.key, self.ratio, mesh=self.mesh
+            )
             self.steps += 1
         jax.block_until_ready((model, metrics))
         self.model = model
@@ -57,10 +67,25 @@ class TorchTraining:
             self.steps += 1
 
 
+def split_name() -> str | None:
+    """The contender that splits each batch over every CPU device, if
+    there are several (`python -m benchmarks` makes one per core)."""
+    devices = jax.device_count()
+    return f"jax_{devices}dev" if devices > 1 else None
+
+
 def training_runs(work: workloads.Workload) -> dict[str, timing.Run]:
-    """The JAX step and the twin's, at each thread count."""
+    """The JAX step on one device and split over all, and the twin's at
+    each thread count."""
     jax_batches, torch_batches = workloads.training_batches(work)
     runs = {"jax": JaxTraining(workloads.create_jax_model(work), jax_batches)}
+    split = split_name()
+    if split and work.config.batch_size % jax.device_count() == 0:
+        runs[split] = JaxTraining(
+            workloads.create_jax_model(work),
+            jax_batches,
+            mesh=parallel.make_mesh(),
+        )
     for threads in workloads.torch_thread_counts():
         trainer = workloads.create_torch_trainer(work)
         runs[workloads.torch_name(threads)] = TorchTraining(
@@ -76,7 +101,7 @@ def benchmark_training(
     target_seconds: float,
 ) -> list[dict[str, Any]]:
     """Samples per second of a train step, JAX and twin, over the grid."""
-    rows = []
+    rows, split = [], split_name()
     for batch, hidden, encoder in itertools.product(batches, hiddens, ENCODERS):
         log.info("train: batch %s, hidden %s, %s", batch, hidden, encoder)
         work = workloads.load_workload(
@@ -92,6 +117,7 @@ def benchmark_training(
                 "encoder": encoder,
                 "samples_per_second": stats,
                 **compare_to_torch(stats, "jax"),
+                **(compare_to_torch(stats, split) if split in stats else {}),
             }
         )
     return rows
@@ -106,23 +132,34 @@ def compare_to_torch(stats: dict[str, dict], name: str) -> dict[str, Any]:
 
 
 def print_training(rows: list[dict[str, Any]]) -> None:
-    names = list(rows[0]["samples_per_second"])
+    names = list(
+        dict.fromkeys(n for r in rows for n in r["samples_per_second"])
+    )
+    jaxes = [n for n in names if n.startswith("jax")]
     header = ["batch", "hidden", "encoder"]
     header += [f"{name} samples/s" for name in names]
-    header += ["jax/torch"]
+    header += [f"{name}/torch" for name in jaxes]
     table = []
     for row in rows:
         stats = row["samples_per_second"]
         rounds = max(s["n"] for s in stats.values())
-        ratio = row["jax_over_torch"]["median_ratio"]
         table.append(
             [str(row["batch"]), str(row["hidden"]), row["encoder"]]
-            + [report.with_range(stats[name], rounds) for name in names]
-            + [f"{ratio:.2f}"]
+            + [
+                report.with_range(stats[name], rounds) if name in stats else "-"
+                for name in names
+            ]
+            + [
+                f"{row[f'{name}_over_torch']['median_ratio']:.2f}"
+                if f"{name}_over_torch" in row
+                else "-"
+                for name in jaxes
+            ]
         )
     report.print_table(
-        "Training throughput, samples/s: median [min-max]; jax/torch is "
-        "JAX over the faster torch thread count",
+        "Training throughput, samples/s: median [min-max]; jax is one "
+        "device, jax_Ndev each batch split over N (one per core); x/torch "
+        "is x over the faster torch thread count",
         header,
         table,
     )

@@ -37,7 +37,9 @@ TRAIN = textwrap.dedent(
     model = parallel.replicate(model, mesh)
     key, losses = jax.random.PRNGKey(1), []
     for step, batch in zip(range(8), loader):
-        model, metrics = train_step(model, batch, key, jnp.float32(1.0))
+        model, metrics = train_step(
+            model, batch, key, jnp.float32(1.0), mesh=mesh
+        )
         losses.append(float(metrics["loss"]))
     shards = len(batch["context"].sharding.device_set)
     if checkpoint:
@@ -61,6 +63,39 @@ RESTORE = textwrap.dedent(
     model, _ = restore_checkpoint(manager, "latest")
     bias = model.decoder.params["head"]["bias"]
     print(json.dumps({"head": bias.tolist(), "devices": jax.device_count()}))
+    """
+)
+
+
+# Compiles the train step on a mesh of two devices and prints the names of
+# the computations of its optimized HLO that sum across devices.
+COLLECTIVES = textwrap.dedent(
+    """
+    import json, re, sys
+    import jax, jax.numpy as jnp
+    sys.path.insert(0, ".")
+    import parallel
+    from config import Config
+    from Dataloader import WindowDataset, load_dataset, make_loader
+    from Initializers import create_model
+    from TrainTest import train_step
+
+    mesh = parallel.make_mesh(2)
+    windows = WindowDataset(load_dataset("sine").train, 8, 4)
+    loader = make_loader(
+        windows, 16, train=True, sharding=parallel.batch_sharding(mesh)
+    )
+    config = Config(hidden=8, in_len=8, out_len=4, batch_size=16)
+    model = parallel.replicate(
+        create_model(config, jax.random.PRNGKey(0), 100, 1e-3), mesh
+    )
+    args = (model, next(iter(loader)), jax.random.PRNGKey(1), 1.0)
+    hlo = train_step.lower(*args, mesh=mesh).compile().as_text()
+    computations = re.split(r"\\n(?=\\S)", hlo)
+    print(json.dumps([
+        c.split()[0] + " " + c.split()[1]
+        for c in computations if "all-reduce(" in c
+    ]))
     """
 )
 
@@ -106,3 +141,9 @@ def test_a_four_device_checkpoint_restores_on_one_device(four):
     restored = python(RESTORE, str(checkpoint))
     assert restored["devices"] == 1
     assert restored["head"] == result["head"]
+
+
+def test_devices_sum_their_gradients_once_a_step_not_once_a_time_step():
+    summing = python(COLLECTIVES, devices=2)
+    assert summing, "no all-reduce: the batch was not split"
+    assert all(name.startswith("ENTRY") for name in summing), summing
