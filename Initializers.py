@@ -97,7 +97,7 @@ def create_train_states(
 
 
 # Under jit, initializing is one compiled program; run eagerly, Flax's
-# init would dispatch every op of the LSTM scans one by one (2.5 s to 1 s).
+# init would dispatch every operation of the LSTM scans one by one.
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _init_params(encoder, decoder, in_len: int, encoder_key, decoder_key):
     window = jnp.zeros((1, in_len), jnp.float32)

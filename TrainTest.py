@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh
-from jax.sharding import PartitionSpec as P
 from orbax.checkpoint import checkpoint_managers
 
+import parallel
 from config import Config, InputError
 from Initializers import Seq2Seq, create_model
 
@@ -52,61 +52,67 @@ def train_step(
 ) -> tuple[Seq2Seq, dict[str, Array]]:
     """One update of both states from one forward and backward pass.
 
+    The arguments are those of `loss_and_grads`.
+    """
+    loss, grads = loss_and_grads(model, batch, key, truth_ratio, mesh)
+    return model.apply_gradients(grads), {"loss": loss}
+
+
+def loss_and_grads(
+    model: Seq2Seq,
+    batch: Batch,
+    key: Array,
+    truth_ratio: Array = 1.0,
+    mesh: Mesh | None = None,
+) -> tuple[Array, Any]:
+    """The batch's mean squared error over its real windows, and its
+    gradients with respect to the encoder's and the decoder's parameters.
+
     Each decoder step is fed the true previous value with probability
     `truth_ratio` and the model's own prediction otherwise; 1 is teacher
     forcing. Pass it as a float32 array so that changing it per epoch does
     not recompile. Dropout and sampling keys come from `key` and the step.
 
     With a `mesh` of several devices, each device runs the forward and
-    backward pass over its rows of the batch (sharded over the mesh's
-    "batch" axis) and the gradients are summed across devices once. The
-    numbers are those of one device, to float rounding, except that
-    dropout draws its masks per device.
+    backward pass over its rows of the batch, sharded over the mesh, and
+    the gradients are summed across devices once. The numbers are those
+    of one device, to float rounding, but with dropout, whose masks (and
+    so the run) depend on the device count.
     """
     step_key = jax.random.fold_in(key, model.encoder.step)
     dropout_key, sampling_key = jax.random.split(step_key)
     use_truth = jax.random.bernoulli(
         sampling_key, truth_ratio, batch["target"].shape
     )
-    windows = jnp.maximum(jnp.sum(batch["mask"]), 1.0)
+    # The whole batch's count, on every device: the devices' shares of
+    # the loss then sum to the batch's mean.
+    window_count = jnp.maximum(jnp.sum(batch["mask"]), 1.0)
+    split = mesh is not None and mesh.size > 1
 
-    def loss_and_grads(params, batch, use_truth, dropout_key):
+    def on_rows(params, rows: Batch, use_truth: Array):
+        device_key = dropout_key
+        if split:  # each device draws its own dropout masks
+            index = jax.lax.axis_index(parallel.AXIS)
+            device_key = jax.random.fold_in(dropout_key, index)
+
         def loss_fn(params):
             prediction, target = model.with_params(params).teacher_forced(
-                batch["context"],
-                batch["target"],
-                dropout_key=dropout_key,
+                rows["context"],
+                rows["target"],
+                dropout_key=device_key,
                 use_truth=use_truth,
             )
             per_window = jnp.mean((prediction - target) ** 2, axis=-1)
-            return jnp.sum(per_window * batch["mask"]) / windows
+            return jnp.sum(per_window * rows["mask"]) / window_count
 
         return jax.value_and_grad(loss_fn)(params)
 
-    if mesh is None or mesh.size == 1:
-        loss, grads = loss_and_grads(
-            model.params, batch, use_truth, dropout_key
-        )
-    else:
-        # Left to jit alone, the partitioner sums the weight gradients
-        # across devices inside the backward loops, once a time step.
-        def per_device(params, batch, use_truth):
-            device_key = jax.random.fold_in(
-                dropout_key, jax.lax.axis_index("batch")
-            )
-            return jax.lax.psum(
-                loss_and_grads(params, batch, use_truth, device_key), "batch"
-            )
-
-        loss, grads = jax.shard_map(
-            per_device,
-            mesh=mesh,
-            in_specs=(P(), P("batch"), P("batch")),
-            out_specs=P(),
-            # Flax's RNN starts from a carry that is not marked per device.
-            check_vma=False,
-        )(model.params, batch, use_truth)
-    return model.apply_gradients(grads), {"loss": loss}
+    if not split:
+        return on_rows(model.params, batch, use_truth)
+    # Left to jit, the partitioner would sum the weight gradients across
+    # devices inside the backward loops, once a time step.
+    on_devices = parallel.sum_over_devices(on_rows, mesh)
+    return on_devices(model.params, batch, use_truth)
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -418,7 +418,8 @@ class JaxSession:
 
     def __init__(self, config, model, windows, manager, norm, total_steps):
         # Data parallel: the model on every device, each batch split.
-        self.mesh = mesh = parallel.make_mesh(config.devices)
+        mesh = parallel.make_mesh(config.devices)
+        self.mesh = mesh
         parallel.check_batch_size(config.batch_size, mesh)
         self.model = parallel.replicate(model, mesh)
         self.val_windows = windows["val"]
@@ -453,7 +454,7 @@ class JaxSession:
             self.train_loader,
             self.train_key,
             truth_ratio,
-            self.mesh,
+            mesh=self.mesh,
         )
         return loss
 

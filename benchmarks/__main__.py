@@ -146,18 +146,24 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     plan = make_plan(args)
 
+    # One CPU device per usable core, for the training contender that
+    # splits each batch over them; a count forced in XLA_FLAGS wins. Set
+    # before anything starts JAX, which fixes its devices when it starts.
     import jax
 
-    # One CPU device per core, for the training contender that splits each
-    # batch over them; a device count forced by XLA_FLAGS wins.
-    if "device_count" not in os.environ.get("XLA_FLAGS", ""):
-        jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
+    forced = "xla_force_host_platform_device_count"
+    if forced not in os.environ.get("XLA_FLAGS", ""):
+        cores = len(os.sched_getaffinity(0))
+        jax.config.update("jax_num_cpu_devices", cores)
 
     from benchmarks import report, workloads
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     results = {
-        "machine": report.describe_machine(workloads.DEFAULT_TORCH_THREADS),
+        "machine": {
+            **report.describe_machine(workloads.DEFAULT_TORCH_THREADS),
+            "jax_cpu_devices": jax.device_count(),
+        },
         "plan": dataclasses.asdict(plan),
         "seconds": {},
         "sections": {},

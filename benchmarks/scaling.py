@@ -94,8 +94,8 @@ def benchmark_scaling(batch: int, repeats: int) -> list[dict[str, Any]]:
 
 def print_scaling(rows: list[dict[str, Any]]) -> None:
     report.print_table(
-        "Data-parallel training, forced CPU devices (all share the same "
-        "cores: this shows sharding's overhead, not a speed-up)",
+        "Data-parallel training on forced CPU devices (they share the "
+        "machine's cores: more devices than cores cannot gain)",
         ["devices", "batch", "ms/step", "samples/s", "per device"],
         [
             [

@@ -7,6 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import torch
+from jax.sharding import Mesh
 
 import parallel
 from benchmarks import report, timing, workloads
@@ -25,7 +26,9 @@ class JaxTraining:
     With a `mesh`, each batch is split over its devices.
     """
 
-    def __init__(self, model, batches: list, seed: int = 0, mesh=None):
+    def __init__(
+        self, model, batches: list, seed: int = 0, mesh: Mesh | None = None
+    ):
         if mesh is not None:
             model = parallel.replicate(model, mesh)
             batches = jax.device_put(batches, parallel.batch_sharding(mesh))
@@ -67,20 +70,21 @@ class TorchTraining:
             self.steps += 1
 
 
-def split_name() -> str | None:
-    """The contender that splits each batch over every CPU device, if
-    there are several (`python -m benchmarks` makes one per core)."""
+def split_contender_name() -> str | None:
+    """The name of the JAX step split over all devices, if there are two
+    or more (`python -m benchmarks` makes one per core)."""
     devices = jax.device_count()
     return f"jax_{devices}dev" if devices > 1 else None
 
 
 def training_runs(work: workloads.Workload) -> dict[str, timing.Run]:
-    """The JAX step on one device and split over all, and the twin's at
-    each thread count."""
+    """The JAX step on one device and over all, and the twin's."""
     jax_batches, torch_batches = workloads.training_batches(work)
     runs = {"jax": JaxTraining(workloads.create_jax_model(work), jax_batches)}
-    split = split_name()
-    if split and work.config.batch_size % jax.device_count() == 0:
+    split = split_contender_name()
+    if split and work.config.batch_size % jax.device_count():
+        log.info("%s: batch does not split over the devices", split)
+    elif split:
         runs[split] = JaxTraining(
             workloads.create_jax_model(work),
             jax_batches,
@@ -101,7 +105,8 @@ def benchmark_training(
     target_seconds: float,
 ) -> list[dict[str, Any]]:
     """Samples per second of a train step, JAX and twin, over the grid."""
-    rows, split = [], split_name()
+    rows = []
+    split = split_contender_name()
     for batch, hidden, encoder in itertools.product(batches, hiddens, ENCODERS):
         log.info("train: batch %s, hidden %s, %s", batch, hidden, encoder)
         work = workloads.load_workload(
@@ -117,7 +122,11 @@ def benchmark_training(
                 "encoder": encoder,
                 "samples_per_second": stats,
                 **compare_to_torch(stats, "jax"),
-                **(compare_to_torch(stats, split) if split in stats else {}),
+                **(
+                    compare_to_torch(stats, split)
+                    if split and split in stats
+                    else {}
+                ),
             }
         )
     return rows
@@ -135,10 +144,10 @@ def print_training(rows: list[dict[str, Any]]) -> None:
     names = list(
         dict.fromkeys(n for r in rows for n in r["samples_per_second"])
     )
-    jaxes = [n for n in names if n.startswith("jax")]
+    jax_names = [n for n in names if n.startswith("jax")]
     header = ["batch", "hidden", "encoder"]
     header += [f"{name} samples/s" for name in names]
-    header += [f"{name}/torch" for name in jaxes]
+    header += [f"{name}/torch" for name in jax_names]
     table = []
     for row in rows:
         stats = row["samples_per_second"]
@@ -153,7 +162,7 @@ def print_training(rows: list[dict[str, Any]]) -> None:
                 f"{row[f'{name}_over_torch']['median_ratio']:.2f}"
                 if f"{name}_over_torch" in row
                 else "-"
-                for name in jaxes
+                for name in jax_names
             ]
         )
     report.print_table(

@@ -78,9 +78,9 @@ def test_a_non_finite_loss_stops_naming_epoch_and_step(
 ):
     real_step, calls = TrainTest.train_step, []
 
-    def diverging_step(model, batch, key, truth_ratio):
+    def diverging_step(model, batch, key, truth_ratio, mesh=None):
         calls.append(1)
-        model, metrics = real_step(model, batch, key, truth_ratio)
+        model, metrics = real_step(model, batch, key, truth_ratio, mesh=mesh)
         if len(calls) == 14:  # epoch 2 of 11 steps, its 3rd step
             metrics = {"loss": jnp.float32(jnp.nan)}
         return model, metrics

@@ -11,30 +11,38 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Trains K steps on a mesh of `devices` and prints the losses; optionally
-# saves a checkpoint. Runs in a subprocess: the device count is fixed when
-# JAX starts.
-TRAIN = textwrap.dedent(
-    """
-    import json, sys
-    import jax, jax.numpy as jnp
-    sys.path.insert(0, ".")
-    import parallel
-    from config import Config
-    from Dataloader import WindowDataset, load_dataset, make_loader
-    from Initializers import create_model
-    from TrainTest import make_checkpoint_manager, save_checkpoint, train_step
+# What the scripts below share: a small model and sine batches of 16 on a
+# mesh of `devices`. They run in subprocesses: the device count is fixed
+# when JAX starts.
+SETUP = """
+import json, re, sys
+import jax, jax.numpy as jnp
+sys.path.insert(0, ".")
+import parallel
+from config import Config
+from Dataloader import WindowDataset, load_dataset, make_loader
+from Initializers import create_model
+from TrainTest import (
+    loss_and_grads, make_checkpoint_manager, save_checkpoint, train_step
+)
 
-    devices, checkpoint = int(sys.argv[1]), sys.argv[2]
-    config = Config(hidden=8, in_len=8, out_len=4, batch_size=16)
+def setup(devices):
     mesh = parallel.make_mesh(devices)
-    splits = load_dataset("sine")
-    windows = WindowDataset(splits.train, 8, 4)
+    config = Config(hidden=8, in_len=8, out_len=4, batch_size=16)
+    windows = WindowDataset(load_dataset("sine").train, 8, 4)
     loader = make_loader(
         windows, 16, train=True, sharding=parallel.batch_sharding(mesh)
     )
     model = create_model(config, jax.random.PRNGKey(0), 100, 1e-3)
-    model = parallel.replicate(model, mesh)
+    return mesh, loader, parallel.replicate(model, mesh)
+"""
+
+# Trains 8 steps on a mesh of `devices` and prints the losses; optionally
+# saves a checkpoint.
+TRAIN = SETUP + textwrap.dedent(
+    """
+    devices, checkpoint = int(sys.argv[1]), sys.argv[2]
+    mesh, loader, model = setup(devices)
     key, losses = jax.random.PRNGKey(1), []
     for step, batch in zip(range(8), loader):
         model, metrics = train_step(
@@ -67,34 +75,46 @@ RESTORE = textwrap.dedent(
 )
 
 
+# The gradients of one batch whose last 4 windows are masked out, on one
+# device and split over two (the first device holds 8 real windows, the
+# second 4), and their largest difference.
+GRADIENTS = SETUP + textwrap.dedent(
+    """
+    mesh, loader, model = setup(2)
+    batch = next(iter(loader))
+    batch["mask"] = jax.device_put(
+        jnp.arange(16) < 12, parallel.batch_sharding(mesh)
+    ).astype(jnp.float32)
+    step = jax.jit(loss_and_grads, static_argnames="mesh")
+    key, ratio = jax.random.PRNGKey(1), jnp.float32(0.5)
+    one = jax.device_put((model, batch), jax.devices()[0])
+    loss, grads = step(*one, key, ratio)
+    split_loss, split_grads = step(model, batch, key, ratio, mesh=mesh)
+    split_grads = jax.device_put(split_grads, jax.devices()[0])
+    differences = jax.tree.map(
+        lambda a, b: float(jnp.max(jnp.abs(a - b))), grads, split_grads
+    )
+    print(json.dumps({
+        "loss": [float(loss), float(split_loss)],
+        "largest_gradient": max(
+            float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads)
+        ),
+        "difference": max(jax.tree.leaves(differences)),
+    }))
+    """
+)
+
 # Compiles the train step on a mesh of two devices and prints the names of
 # the computations of its optimized HLO that sum across devices.
-COLLECTIVES = textwrap.dedent(
+COLLECTIVES = SETUP + textwrap.dedent(
     """
-    import json, re, sys
-    import jax, jax.numpy as jnp
-    sys.path.insert(0, ".")
-    import parallel
-    from config import Config
-    from Dataloader import WindowDataset, load_dataset, make_loader
-    from Initializers import create_model
-    from TrainTest import train_step
-
-    mesh = parallel.make_mesh(2)
-    windows = WindowDataset(load_dataset("sine").train, 8, 4)
-    loader = make_loader(
-        windows, 16, train=True, sharding=parallel.batch_sharding(mesh)
-    )
-    config = Config(hidden=8, in_len=8, out_len=4, batch_size=16)
-    model = parallel.replicate(
-        create_model(config, jax.random.PRNGKey(0), 100, 1e-3), mesh
-    )
+    mesh, loader, model = setup(2)
     args = (model, next(iter(loader)), jax.random.PRNGKey(1), 1.0)
     hlo = train_step.lower(*args, mesh=mesh).compile().as_text()
     computations = re.split(r"\\n(?=\\S)", hlo)
     print(json.dumps([
-        c.split()[0] + " " + c.split()[1]
-        for c in computations if "all-reduce(" in c
+        " ".join(c.split()[:2])
+        for c in computations if re.search(r"all-reduce(-start)?\\(", c)
     ]))
     """
 )
@@ -141,6 +161,12 @@ def test_a_four_device_checkpoint_restores_on_one_device(four):
     restored = python(RESTORE, str(checkpoint))
     assert restored["devices"] == 1
     assert restored["head"] == result["head"]
+
+
+def test_split_gradients_are_those_of_one_device_with_rows_masked_out():
+    result = python(GRADIENTS, devices=2)
+    assert result["loss"][1] == pytest.approx(result["loss"][0], rel=1e-5)
+    assert result["difference"] <= 1e-5 * result["largest_gradient"]
 
 
 def test_devices_sum_their_gradients_once_a_step_not_once_a_time_step():
