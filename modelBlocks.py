@@ -4,7 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from modelUtils import BiLSTMLayer, Carry, LSTMLayer
+from modelUtils import BiLSTMLayer, Carry, LSTMCell, LSTMLayer
 
 Array = jax.Array
 Carries = tuple[Carry, ...]  # one (c, h) per layer
@@ -56,9 +56,7 @@ class Decoder(nn.Module):
         x = previous[:, None]
         new_carries = []
         for k, carry in enumerate(carries):
-            carry, x = nn.OptimizedLSTMCell(self.hidden, name=f"lstm_{k}")(
-                carry, x
-            )
+            carry, x = LSTMCell(self.hidden, name=f"lstm_{k}")(carry, x)
             new_carries.append(carry)
         change = nn.Dense(1, name="head")(x)[:, 0]
         return tuple(new_carries), previous + change

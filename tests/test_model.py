@@ -2,6 +2,7 @@
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +14,7 @@ from modelBlocks import denormalize, normalize
 from modelUtils import (
     MERGES,
     BiLSTMLayer,
+    LSTMCell,
     LSTMLayer,
     merge_carries,
     merge_concat,
@@ -156,6 +158,34 @@ def test_merge_carries_pairs_c_with_c_and_h_with_h():
 
     np.testing.assert_array_equal(c, [[1.0, 10.0]])
     np.testing.assert_array_equal(h, [[2.0, 20.0]])
+
+
+@pytest.mark.parametrize("features", [1, 5])
+def test_lstm_cell_is_flax_optimized_cell_to_float_rounding(features):
+    """Same parameters from the same key; the same sequence outputs and
+    gradients, to 1e-5, though the gates come from one matmul."""
+    inputs = random_values(0, (BATCH, 6, features))
+    ours = nn.RNN(LSTMCell(HIDDEN), return_carry=True)
+    flax = nn.RNN(nn.OptimizedLSTMCell(HIDDEN), return_carry=True)
+    params = ours.init(jax.random.PRNGKey(1), inputs)
+    flax_params = flax.init(jax.random.PRNGKey(1), inputs)
+    assert jax.tree.structure(params) == jax.tree.structure(flax_params)
+    jax.tree.map(np.testing.assert_array_equal, params, flax_params)
+
+    def loss(module, params):
+        (c, h), outputs = module.apply(params, inputs)
+        return jnp.sum(outputs**2) + jnp.sum(c * h), outputs
+
+    (value, outputs), grads = jax.value_and_grad(
+        functools.partial(loss, ours), has_aux=True
+    )(params)
+    (flax_value, flax_outputs), flax_grads = jax.value_and_grad(
+        functools.partial(loss, flax), has_aux=True
+    )(params)
+    np.testing.assert_allclose(outputs, flax_outputs, atol=1e-5)
+    np.testing.assert_allclose(value, flax_value, rtol=1e-5)
+    close = functools.partial(np.testing.assert_allclose, atol=1e-5)
+    jax.tree.map(close, grads, flax_grads)
 
 
 def test_bi_layer_backward_carry_reads_the_window_end_to_start():
