@@ -4,7 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from modelUtils import BiLSTMLayer, Carry, LSTMCell, LSTMLayer
+from modelUtils import BiLSTMLayer, Carry, LSTMLayer, OneMatmulLSTMCell
 
 Array = jax.Array
 Carries = tuple[Carry, ...]  # one (c, h) per layer
@@ -56,7 +56,9 @@ class Decoder(nn.Module):
         x = previous[:, None]
         new_carries = []
         for k, carry in enumerate(carries):
-            carry, x = LSTMCell(self.hidden, name=f"lstm_{k}")(carry, x)
+            carry, x = OneMatmulLSTMCell(self.hidden, name=f"lstm_{k}")(
+                carry, x
+            )
             new_carries.append(carry)
         change = nn.Dense(1, name="head")(x)[:, 0]
         return tuple(new_carries), previous + change

@@ -95,7 +95,7 @@ def benchmark_scaling(batch: int, repeats: int) -> list[dict[str, Any]]:
 def print_scaling(rows: list[dict[str, Any]]) -> None:
     report.print_table(
         "Data-parallel training on forced CPU devices (they share the "
-        "machine's cores: more devices than cores cannot gain)",
+        "machine's cores), each device count in a process of its own",
         ["devices", "batch", "ms/step", "samples/s", "per device"],
         [
             [

@@ -14,8 +14,8 @@ from modelBlocks import denormalize, normalize
 from modelUtils import (
     MERGES,
     BiLSTMLayer,
-    LSTMCell,
     LSTMLayer,
+    OneMatmulLSTMCell,
     merge_carries,
     merge_concat,
     merge_max,
@@ -161,16 +161,16 @@ def test_merge_carries_pairs_c_with_c_and_h_with_h():
 
 
 @pytest.mark.parametrize("features", [1, 5])
-def test_lstm_cell_is_flax_optimized_cell_to_float_rounding(features):
+def test_one_matmul_cell_is_flax_optimized_cell_to_float_rounding(features):
     """Same parameters from the same key; the same sequence outputs and
-    gradients, to 1e-5, though the gates come from one matmul."""
+    gradients, to 1e-5."""
     inputs = random_values(0, (BATCH, 6, features))
-    ours = nn.RNN(LSTMCell(HIDDEN), return_carry=True)
-    flax = nn.RNN(nn.OptimizedLSTMCell(HIDDEN), return_carry=True)
+    ours = nn.RNN(OneMatmulLSTMCell(HIDDEN), return_carry=True)
+    reference = nn.RNN(nn.OptimizedLSTMCell(HIDDEN), return_carry=True)
     params = ours.init(jax.random.PRNGKey(1), inputs)
-    flax_params = flax.init(jax.random.PRNGKey(1), inputs)
-    assert jax.tree.structure(params) == jax.tree.structure(flax_params)
-    jax.tree.map(np.testing.assert_array_equal, params, flax_params)
+    reference_params = reference.init(jax.random.PRNGKey(1), inputs)
+    assert jax.tree.structure(params) == jax.tree.structure(reference_params)
+    jax.tree.map(np.testing.assert_array_equal, params, reference_params)
 
     def loss(module, params):
         (c, h), outputs = module.apply(params, inputs)
@@ -179,13 +179,24 @@ def test_lstm_cell_is_flax_optimized_cell_to_float_rounding(features):
     (value, outputs), grads = jax.value_and_grad(
         functools.partial(loss, ours), has_aux=True
     )(params)
-    (flax_value, flax_outputs), flax_grads = jax.value_and_grad(
-        functools.partial(loss, flax), has_aux=True
+    (reference_value, reference_outputs), reference_grads = jax.value_and_grad(
+        functools.partial(loss, reference), has_aux=True
     )(params)
-    np.testing.assert_allclose(outputs, flax_outputs, atol=1e-5)
-    np.testing.assert_allclose(value, flax_value, rtol=1e-5)
+    np.testing.assert_allclose(outputs, reference_outputs, atol=1e-5)
+    np.testing.assert_allclose(value, reference_value, rtol=1e-5)
     close = functools.partial(np.testing.assert_allclose, atol=1e-5)
-    jax.tree.map(close, grads, flax_grads)
+    jax.tree.map(close, grads, reference_grads)
+
+
+def test_one_matmul_cell_makes_its_gates_in_one_matmul():
+    cell = OneMatmulLSTMCell(HIDDEN)
+    carry = (jnp.zeros((BATCH, HIDDEN)), jnp.zeros((BATCH, HIDDEN)))
+    inputs = random_values(0, (BATCH, 3))
+    params = cell.init(jax.random.PRNGKey(1), carry, inputs)
+    jaxpr = jax.make_jaxpr(cell.apply)(params, carry, inputs)
+    dots = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
+    assert len(dots) == 1
+    assert dots[0].invars[1].aval.shape == (3 + HIDDEN, 4 * HIDDEN)
 
 
 def test_bi_layer_backward_carry_reads_the_window_end_to_start():
