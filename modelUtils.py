@@ -1,6 +1,7 @@
 """An LSTM cell, LSTM layers over a sequence, and the merges of a
 bidirectional pass."""
 
+import functools
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -58,23 +59,21 @@ class OneMatmulLSTMCell(nn.OptimizedLSTMCell):
     def __call__(self, carry: Carry, inputs: Array) -> tuple[Carry, Array]:
         c, h = carry
         hidden = h.shape[-1]
+        # Flax's own parameter holder, so that names and keys match.
+        holder = functools.partial(
+            DenseParams,
+            features=hidden,
+            param_dtype=self.param_dtype,
+            bias_init=self.bias_init,
+        )
         kernels, biases = [], []
         for gate in "ifgo":
-            # Flax's own parameter holder, so that names and keys match.
-            input_kernel, _ = DenseParams(
-                features=hidden,
-                use_bias=False,
-                param_dtype=self.param_dtype,
-                kernel_init=self.kernel_init,
-                bias_init=self.bias_init,
-                name=f"i{gate}",
+            input_kernel, _ = holder(
+                use_bias=False, kernel_init=self.kernel_init, name=f"i{gate}"
             )(inputs)
-            hidden_kernel, bias = DenseParams(
-                features=hidden,
+            hidden_kernel, bias = holder(
                 use_bias=True,
-                param_dtype=self.param_dtype,
                 kernel_init=self.recurrent_kernel_init,
-                bias_init=self.bias_init,
                 name=f"h{gate}",
             )(h)
             kernels.append(
