@@ -58,7 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=int,
         default=0,
         help="series (or seeds) trained at once, each in a thread; 0: one "
-        "per core. The PyTorch twin and --distributed train one at a time",
+        "per core. The PyTorch twin, --distributed and batches split over "
+        "several devices train one at a time",
     )
     p.add_argument(
         "--overwrite",
@@ -104,6 +105,20 @@ def make_configs(args: argparse.Namespace) -> list[Config]:
     }
     datasets = TOY_DATASETS if args.dataset == "all" else (args.dataset,)
     return [Config(**{**fields, "dataset": dataset}) for dataset in datasets]
+
+
+def concurrent_runs(args: argparse.Namespace, framework, devices: int) -> int:
+    """How many series (or seeds) train at once, each in a thread.
+
+    One with --distributed, or where each batch is split over several
+    devices: the collectives of two runs at once would wait on each
+    other. One for the PyTorch twin, which draws from torch's global
+    random numbers.
+    """
+    split = devices > 1 and args.devices != 1
+    if args.distributed or split or not framework.concurrent:
+        return 1
+    return args.jobs or os.cpu_count() or 1
 
 
 def print_summary(rows: list[dict]) -> None:
@@ -183,9 +198,7 @@ def main(argv=None, framework=None, subdir: str = "") -> int:
 
     framework = framework or experiment.JAX
     workdir = Path(args.workdir) / subdir
-    jobs = args.jobs or os.cpu_count() or 1
-    if args.distributed or not framework.concurrent:
-        jobs = 1
+    jobs = concurrent_runs(args, framework, jax.device_count())
     options = {
         "quiet": args.quiet,
         "overwrite": args.overwrite,

@@ -714,7 +714,8 @@ def run_in_threads(
     XLA computes with the GIL released, so runs on different series use
     different cores. If one call fails, or on Ctrl-C, the others stop at
     their next epoch (their checkpoints stay: a rerun resumes them); the
-    first failure in order is raised and any others are logged.
+    first failure in order is raised and any others that say something
+    else are logged.
     """
     if jobs <= 1 or len(calls) <= 1:
         return [call() for call in calls]
@@ -736,7 +737,8 @@ def run_in_threads(
     raised = [f.exception() for f in submitted if not f.cancelled()]
     errors = [e for e in raised if e and not isinstance(e, Stopped)]
     for error in errors[1:]:
-        log.error("a run beside the first to fail failed too: %s", error)
+        if str(error) != str(errors[0]):
+            log.error("a run beside the first to fail failed too: %s", error)
     if errors:
         raise errors[0]
     return [future.result() for future in submitted]

@@ -251,6 +251,22 @@ def test_bad_flag_fails_in_one_line_naming_it(tmp_path, capsys, args, culprit):
 # Series trained side by side.
 
 
+@pytest.mark.parametrize(
+    "flags, devices, runs",
+    [
+        (["--jobs", "2"], 1, 2),
+        (["--jobs", "2"], 4, 1),  # each batch split: one run at a time
+        (["--jobs", "2", "--devices", "1"], 4, 2),
+        (["--jobs", "2", "--distributed"], 1, 1),
+    ],
+)
+def test_series_train_side_by_side_unless_they_share_collectives(
+    flags, devices, runs
+):
+    args = RUN.parse_args(flags)
+    assert RUN.concurrent_runs(args, experiment.JAX, devices) == runs
+
+
 def test_series_trained_side_by_side_give_the_numbers_of_one_at_a_time(
     tmp_path,
 ):
