@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -299,6 +300,25 @@ def test_a_failing_run_stops_the_runs_beside_it():
         experiment.run_in_threads([runs_until_stopped, fails], jobs=2)
     assert stopped == [True]
     assert not experiment.STOP.is_set()
+
+
+@pytest.mark.parametrize(
+    "second, logged",
+    [("the same error", False), ("another error", True)],
+)
+def test_a_failure_beside_the_first_is_logged_unless_it_repeats_it(
+    second, logged, caplog
+):
+    both_started = threading.Barrier(2)
+
+    def fails(message):
+        both_started.wait(timeout=60)
+        raise ValueError(message)
+
+    calls = [lambda: fails("the same error"), lambda: fails(second)]
+    with pytest.raises(ValueError, match="the same error"):
+        experiment.run_in_threads(calls, jobs=2)
+    assert ("failed too: " + second in caplog.text) == logged
 
 
 # Accuracy of the default configuration.
