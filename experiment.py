@@ -744,6 +744,14 @@ def run_in_threads(
     return [future.result() for future in submitted]
 
 
+def remove_empty_folders(folder: Path) -> None:
+    """Removes `folder` and the folders under it that hold no file."""
+    for path in [*sorted(folder.rglob("*"), reverse=True), folder]:
+        if path.is_dir():
+            with contextlib.suppress(OSError):  # not empty: kept
+                path.rmdir()
+
+
 def run_all(
     configs: list[Config],
     workdir: Path,
@@ -793,10 +801,16 @@ def run(
     if splits is None:
         splits = load_splits(config)
     run_dir = run_dir or Path(workdir) / dataset_name(config.dataset)
+    fresh = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    model, summary = framework.train(
-        config, splits, run_dir, quiet=quiet, overwrite=overwrite
-    )
+    try:
+        model, summary = framework.train(
+            config, splits, run_dir, quiet=quiet, overwrite=overwrite
+        )
+    except InputError:
+        if fresh:  # bad input found in training leaves no empty folders
+            remove_empty_folders(run_dir)
+        raise
     forecast = framework.forecaster(model)
     metrics = {
         "dataset": dataset_name(config.dataset),

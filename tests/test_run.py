@@ -220,6 +220,25 @@ def test_bad_series_file_fails_in_one_line_naming_it(tmp_path, capsys, name):
     assert stdout == ""
 
 
+@pytest.mark.parametrize("too_much", ["devices", "series"])
+def test_input_refused_in_training_leaves_no_empty_folders(
+    tmp_path, capsys, too_much
+):
+    short = tmp_path / "short.csv"
+    short.write_text("t,y\n" + "".join(f"{t},{t}\n" for t in range(10)))
+    if too_much == "devices":  # one CPU device here
+        args, culprit = ["--dataset", "all", "--devices", "3"], "--devices"
+    else:  # fewer samples than one window
+        args, culprit = ["--dataset", str(short)], str(short)
+    workdir = tmp_path / "runs"
+
+    status, _ = run_main([*args, "--workdir", str(workdir), "--quiet"])
+
+    assert status == 2
+    assert_one_error_line(capsys.readouterr().err, culprit)
+    assert list(workdir.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "args, culprit",
     [
