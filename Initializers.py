@@ -9,8 +9,16 @@ import optax
 from flax import struct
 from flax.training.train_state import TrainState
 
+import kernels
 from config import Config
-from modelBlocks import Carries, Decoder, Encoder, denormalize, normalize
+from modelBlocks import (
+    Carries,
+    Decoder,
+    Encoder,
+    TeacherForcedDecoder,
+    denormalize,
+    normalize,
+)
 
 Array = jax.Array
 
@@ -59,6 +67,12 @@ def _module(kind: type, **fields):
     return kind(**fields)
 
 
+def uses_fused_kernel(config: Config) -> bool:
+    """Whether the LSTM layers run by the fused C++ kernel: asked for, and
+    buildable here (see `kernels.available`)."""
+    return config.kernel == "fused" and kernels.available()
+
+
 def create_train_states(
     config: Config, key: Array, total_steps: int
 ) -> tuple[TrainState, TrainState]:
@@ -74,6 +88,7 @@ def create_train_states(
         bidirectional=config.encoder == "bi",
         merge=config.merge,
         dropout=config.dropout,
+        fused=uses_fused_kernel(config),
     )
     decoder = _module(
         Decoder, hidden=config.decoder_hidden, layers=config.layers
@@ -169,14 +184,23 @@ class Seq2Seq(struct.PyTreeNode):
           inputs: [batch, time], the true value before each step to predict.
           use_truth: [batch, time] bool, where a step is fed inputs[:, i]
             rather than the model's own previous prediction; all True (the
-            default) is teacher forcing. Step 0 always gets inputs[:, 0],
+            default) is teacher forcing, which runs over the sequence
+            rather than step by step. Step 0 always gets inputs[:, 0],
             the window's last value: there is no prediction before it.
 
         Returns:
           Predictions [batch, time], step i made from inputs[:, : i + 1].
         """
         if use_truth is None:
-            use_truth = jnp.ones(inputs.shape, bool)
+            # Every input is known: each layer runs over the whole sequence.
+            decoder = _module(
+                TeacherForcedDecoder,
+                hidden=self.config.decoder_hidden,
+                layers=self.config.layers,
+                fused=uses_fused_kernel(self.config),
+            )
+            params = {"params": self.decoder.params}
+            return decoder.apply(params, carries, inputs)[1]
 
         def step(state, given):
             carries, predicted = state

@@ -69,9 +69,11 @@ def loss_and_grads(
     gradients with respect to the encoder's and the decoder's parameters.
 
     Each decoder step is fed the true previous value with probability
-    `truth_ratio` and the model's own prediction otherwise; 1 is teacher
-    forcing. Pass it as a float32 array so that changing it per epoch does
-    not recompile. Dropout and sampling keys come from `key` and the step.
+    `truth_ratio` and the model's own prediction otherwise; under the
+    config's teacher forcing "always" every step is fed the truth and
+    the ratio is not read. Pass it as a float32 array so that changing it
+    per epoch does not recompile. Dropout and sampling keys come from
+    `key` and the step.
 
     With a `mesh` of several devices, each device runs the forward and
     backward pass over its rows of the batch, sharded over the mesh, and
@@ -81,15 +83,17 @@ def loss_and_grads(
     """
     step_key = jax.random.fold_in(key, model.encoder.step)
     dropout_key, sampling_key = jax.random.split(step_key)
-    use_truth = jax.random.bernoulli(
-        sampling_key, truth_ratio, batch["target"].shape
-    )
+    if model.config.teacher_forcing != "always":
+        use_truth = jax.random.bernoulli(
+            sampling_key, truth_ratio, batch["target"].shape
+        )
+        batch = {**batch, "use_truth": use_truth}
     # The whole batch's count, on every device: the devices' shares of
     # the loss then sum to the batch's mean.
     window_count = jnp.maximum(jnp.sum(batch["mask"]), 1.0)
     split = mesh is not None and mesh.size > 1
 
-    def on_rows(params, rows: Batch, use_truth: Array):
+    def on_rows(params, rows: Batch):
         device_key = dropout_key
         if split:  # each device draws its own dropout masks
             index = jax.lax.axis_index(parallel.AXIS)
@@ -100,7 +104,7 @@ def loss_and_grads(
                 rows["context"],
                 rows["target"],
                 dropout_key=device_key,
-                use_truth=use_truth,
+                use_truth=rows.get("use_truth"),
             )
             per_window = jnp.mean((prediction - target) ** 2, axis=-1)
             return jnp.sum(per_window * rows["mask"]) / window_count
@@ -108,11 +112,11 @@ def loss_and_grads(
         return jax.value_and_grad(loss_fn)(params)
 
     if not split:
-        return on_rows(model.params, batch, use_truth)
+        return on_rows(model.params, batch)
     # Left to jit, the partitioner would sum the weight gradients across
     # devices inside the backward loops, once a time step.
     on_devices = parallel.sum_over_devices(on_rows, mesh)
-    return on_devices(model.params, batch, use_truth)
+    return on_devices(model.params, batch)
 
 
 class NonFiniteLossError(FloatingPointError):

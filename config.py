@@ -58,6 +58,12 @@ class Config:
     hidden: int = _field(64, "LSTM units per layer (per direction)")
     layers: int = _field(1, "LSTM layers in the encoder and in the decoder")
     dropout: float = _field(0.0, "dropout between encoder layers")
+    kernel: str = _field(
+        "fused",
+        "how LSTM layers run over a sequence on the CPU: one compiled C++ "
+        "call (falls back to scan where it cannot build), or XLA's scan",
+        ("fused", "scan"),
+    )
 
     # Training.
     epochs: int = _field(100, "training epochs")

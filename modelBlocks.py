@@ -4,7 +4,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from modelUtils import BiLSTMLayer, Carry, LSTMLayer, OneMatmulLSTMCell
+from modelUtils import (
+    BiLSTMLayer,
+    Carry,
+    LSTMLayer,
+    OneMatmulLSTMCell,
+    run_lstm,
+)
 
 Array = jax.Array
 Carries = tuple[Carry, ...]  # one (c, h) per layer
@@ -21,6 +27,7 @@ class Encoder(nn.Module):
     bidirectional: bool = False
     merge: str = "sum"
     dropout: float = 0.0
+    fused: bool = False  # LSTM layers by the C++ kernel
 
     @nn.compact
     def __call__(self, window: Array, *, train: bool = False) -> Carries:
@@ -30,9 +37,11 @@ class Encoder(nn.Module):
             if k > 0:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
             if self.bidirectional:
-                layer = BiLSTMLayer(self.hidden, self.merge, name=f"lstm_{k}")
+                layer = BiLSTMLayer(
+                    self.hidden, self.merge, self.fused, name=f"lstm_{k}"
+                )
             else:
-                layer = LSTMLayer(self.hidden, name=f"lstm_{k}")
+                layer = LSTMLayer(self.hidden, self.fused, name=f"lstm_{k}")
             carry, x = layer(x)
             carries.append(carry)
         return tuple(carries)
@@ -62,6 +71,35 @@ class Decoder(nn.Module):
             new_carries.append(carry)
         change = nn.Dense(1, name="head")(x)[:, 0]
         return tuple(new_carries), previous + change
+
+
+class TeacherForcedDecoder(nn.Module):
+    """The decoder over a whole sequence of known inputs, layer by layer.
+
+    It has `Decoder`'s parameters and computes what `Decoder` computes step
+    by step when every step is fed the true previous value; run over the
+    sequence, each layer is one scan (or one call of the fused kernel).
+    """
+
+    hidden: int
+    layers: int = 1
+    fused: bool = False
+
+    @nn.compact
+    def __call__(
+        self, carries: Carries, inputs: Array
+    ) -> tuple[Carries, Array]:
+        """Carries, one per layer, and inputs [batch, time] -> the final
+        carries and the predictions [batch, time]."""
+        x = inputs[..., None]
+        new_carries = []
+        for k, carry in enumerate(carries):
+            carry, x = run_lstm(
+                self.hidden, f"lstm_{k}", x, carry, fused=self.fused
+            )
+            new_carries.append(carry)
+        change = nn.Dense(1, name="head")(x)[..., 0]
+        return tuple(new_carries), inputs + change
 
 
 def normalize(context: Array, std_floor: float) -> tuple[Array, Array, Array]:

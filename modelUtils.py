@@ -10,6 +10,8 @@ import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 from flax.linen.recurrent import DenseParams
 
+import kernels
+
 Array = jax.Array
 Carry = tuple[Array, Array]  # (c, h), each [batch, hidden]
 Merge = Callable[[Array, Array], Array]
@@ -58,11 +60,28 @@ class OneMatmulLSTMCell(nn.OptimizedLSTMCell):
     @nn.compact
     def __call__(self, carry: Carry, inputs: Array) -> tuple[Carry, Array]:
         c, h = carry
-        hidden = h.shape[-1]
+        kernel, bias = self.kernel_and_bias(inputs, h)
+        x_h, kernel, bias = promote_dtype(
+            jnp.concatenate([inputs, h], axis=-1),
+            kernel,
+            bias,
+            dtype=self.dtype,
+        )
+        i, f, g, o = jnp.split(x_h @ kernel + bias, 4, axis=-1)
+        new_c = self.gate_fn(f) * c + self.gate_fn(i) * self.activation_fn(g)
+        new_h = self.gate_fn(o) * self.activation_fn(new_c)
+        return (new_c, new_h), new_h
+
+    def kernel_and_bias(self, inputs: Array, h: Array) -> tuple[Array, Array]:
+        """The gates' kernel [features + hidden, 4 hidden], which multiplies
+        [x, h], and their bias [4 hidden], in the order i, f, g, o.
+
+        Call it from the compact `__call__`: it creates the parameters.
+        """
         # Flax's own parameter holder, so that names and keys match.
         holder = functools.partial(
             DenseParams,
-            features=hidden,
+            features=h.shape[-1],
             param_dtype=self.param_dtype,
             bias_init=self.bias_init,
         )
@@ -80,32 +99,71 @@ class OneMatmulLSTMCell(nn.OptimizedLSTMCell):
                 jnp.concatenate([input_kernel, hidden_kernel], axis=0)
             )
             biases.append(bias)
-        x_h, kernel, bias = promote_dtype(
-            jnp.concatenate([inputs, h], axis=-1),
-            jnp.concatenate(kernels, axis=-1),  # [features + hidden, 4 hidden]
-            jnp.concatenate(biases),
-            dtype=self.dtype,
+        return jnp.concatenate(kernels, axis=-1), jnp.concatenate(biases)
+
+
+class FusedLSTM(OneMatmulLSTMCell):
+    """The cell's parameters run over a whole sequence by the fused CPU
+    kernel (`kernels.lstm_sequence`), as `nn.RNN` would run the cell.
+
+    Call it with a carry (c, h), each [batch, hidden], and inputs
+    [batch, time, features]; returns the final carry and the outputs
+    [batch, time, hidden].
+    """
+
+    @nn.compact
+    def __call__(self, carry: Carry, inputs: Array) -> tuple[Carry, Array]:
+        kernel, bias = self.kernel_and_bias(inputs[:, 0], carry[1])
+        return kernels.lstm_sequence(inputs, carry, kernel, bias)
+
+
+def run_lstm(
+    hidden: int,
+    name: str,
+    inputs: Array,
+    carry: Carry | None = None,
+    *,
+    fused: bool = False,
+    reverse: bool = False,
+) -> tuple[Carry, Array]:
+    """An LSTM cell's parameters `name` run over inputs [batch, time,
+    features] from `carry` (zeros if None), inside a compact method.
+
+    Fused, by the C++ kernel; otherwise by Flax's `nn.RNN`. `reverse` reads
+    the sequence from its end and returns the outputs in input order, as
+    `nn.Bidirectional` runs its backward direction.
+    """
+    if not fused:
+        rnn = nn.RNN(OneMatmulLSTMCell(hidden, name=name), return_carry=True)
+        return rnn(
+            inputs, initial_carry=carry, reverse=reverse, keep_order=True
         )
-        i, f, g, o = jnp.split(x_h @ kernel + bias, 4, axis=-1)
-        new_c = self.gate_fn(f) * c + self.gate_fn(i) * self.activation_fn(g)
-        new_h = self.gate_fn(o) * self.activation_fn(new_c)
-        return (new_c, new_h), new_h
+    if carry is None:
+        zeros = jnp.zeros((inputs.shape[0], hidden), inputs.dtype)
+        carry = (zeros, zeros)
+    if reverse:
+        inputs = jnp.flip(inputs, axis=1)
+    carry, outputs = FusedLSTM(hidden, name=name)(carry, inputs)
+    return carry, jnp.flip(outputs, axis=1) if reverse else outputs
 
 
 class LSTMLayer(nn.Module):
-    """One unidirectional LSTM layer over a sequence.
+    """One unidirectional LSTM layer over a sequence; `fused` runs it with
+    the C++ kernel.
 
     Takes inputs [batch, time, features] and returns the final carry and the
     outputs [batch, time, hidden].
     """
 
     hidden: int
+    fused: bool = False
 
     @nn.compact
     def __call__(self, inputs: Array) -> tuple[Carry, Array]:
         # Named as Flax's cell was, so that older checkpoints restore.
-        cell = OneMatmulLSTMCell(self.hidden, name="OptimizedLSTMCell_0")
-        return nn.RNN(cell, return_carry=True)(inputs)
+        return run_lstm(
+            self.hidden, "OptimizedLSTMCell_0", inputs, fused=self.fused
+        )
 
 
 class BiLSTMLayer(nn.Module):
@@ -114,19 +172,18 @@ class BiLSTMLayer(nn.Module):
     Takes inputs [batch, time, features] and returns the merged final carry
     and outputs [batch, time, width], where width is 2 * hidden for concat
     and hidden otherwise. The backward carry is the state after reading the
-    whole window from its end back to its start.
+    whole window from its end back to its start, as in `nn.Bidirectional`.
     """
 
     hidden: int
     merge: str = "concat"
+    fused: bool = False
 
     @nn.compact
     def __call__(self, inputs: Array) -> tuple[Carry, Array]:
         merge = MERGES[self.merge]
-        forward = nn.RNN(OneMatmulLSTMCell(self.hidden, name="forward"))
-        backward = nn.RNN(OneMatmulLSTMCell(self.hidden, name="backward"))
-        bidirectional = nn.Bidirectional(
-            forward, backward, merge_fn=merge, return_carry=True
-        )
-        (carry_forward, carry_backward), outputs = bidirectional(inputs)
-        return merge_carries(merge, carry_forward, carry_backward), outputs
+        run = functools.partial(run_lstm, self.hidden, fused=self.fused)
+        carry_forward, forward = run("forward", inputs)
+        carry_backward, backward = run("backward", inputs, reverse=True)
+        carry = merge_carries(merge, carry_forward, carry_backward)
+        return carry, merge(forward, backward)

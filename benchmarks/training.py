@@ -78,9 +78,14 @@ def split_contender_name() -> str | None:
 
 
 def training_runs(work: workloads.Workload) -> dict[str, timing.Run]:
-    """The JAX step on one device and over all, and the twin's."""
+    """The JAX step on one device and over all, the same step with XLA's
+    scan in place of the fused LSTM kernel, and the twin's."""
     jax_batches, torch_batches = workloads.training_batches(work)
     runs = {"jax": JaxTraining(workloads.create_jax_model(work), jax_batches)}
+    scan = workloads.with_kernel(work, "scan")
+    runs["jax_scan"] = JaxTraining(
+        workloads.create_jax_model(scan), jax_batches
+    )
     split = split_contender_name()
     if split and work.config.batch_size % jax.device_count():
         log.info("%s: batch does not split over the devices", split)
@@ -122,6 +127,10 @@ def benchmark_training(
                 "encoder": encoder,
                 "samples_per_second": stats,
                 **compare_to_torch(stats, "jax"),
+                **compare_to_torch(stats, "jax_scan"),
+                "jax_over_jax_scan": timing.paired_ratios(
+                    stats["jax"]["samples"], stats["jax_scan"]["samples"]
+                ),
                 **(
                     compare_to_torch(stats, split)
                     if split and split in stats
@@ -147,7 +156,7 @@ def print_training(rows: list[dict[str, Any]]) -> None:
     jax_names = [n for n in names if n.startswith("jax")]
     header = ["batch", "hidden", "encoder"]
     header += [f"{name} samples/s" for name in names]
-    header += [f"{name}/torch" for name in jax_names]
+    header += [f"{name}/torch" for name in jax_names] + ["jax/jax_scan"]
     table = []
     for row in rows:
         stats = row["samples_per_second"]
@@ -164,11 +173,13 @@ def print_training(rows: list[dict[str, Any]]) -> None:
                 else "-"
                 for name in jax_names
             ]
+            + [f"{row['jax_over_jax_scan']['median_ratio']:.2f}"]
         )
     report.print_table(
         "Training throughput, samples/s: median [min-max]; jax is one "
-        "device, jax_Ndev each batch split over N (one per core); x/torch "
-        "is x over the faster torch thread count",
+        "device, jax_Ndev each batch split over N (one per core), jax_scan "
+        "one device with XLA's scan for the fused LSTM kernel; x/torch is "
+        "x over the faster torch thread count",
         header,
         table,
     )

@@ -69,6 +69,11 @@ def load_workload(config: Config) -> Workload:
     return Workload(config, windows, std_floor, total_steps)
 
 
+def with_kernel(work: Workload, kernel: str) -> Workload:
+    """The same workload with the LSTM layers run by `kernel`."""
+    return dataclasses.replace(work, config=work.config.replace(kernel=kernel))
+
+
 def create_jax_model(work: Workload, seed: int = 0) -> Seq2Seq:
     key = jax.random.PRNGKey(seed)
     return create_model(work.config, key, work.total_steps, work.std_floor)

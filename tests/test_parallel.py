@@ -26,9 +26,12 @@ from TrainTest import (
     loss_and_grads, make_checkpoint_manager, save_checkpoint, train_step
 )
 
-def setup(devices):
+def setup(devices, teacher_forcing="always"):
     mesh = parallel.make_mesh(devices)
-    config = Config(hidden=8, in_len=8, out_len=4, batch_size=16)
+    config = Config(
+        hidden=8, in_len=8, out_len=4, batch_size=16,
+        teacher_forcing=teacher_forcing,
+    )
     windows = WindowDataset(load_dataset("sine").train, 8, 4)
     loader = make_loader(
         windows, 16, train=True, sharding=parallel.batch_sharding(mesh)
@@ -77,10 +80,11 @@ RESTORE = textwrap.dedent(
 
 # The gradients of one batch whose last 4 windows are masked out, on one
 # device and split over two (the first device holds 8 real windows, the
-# second 4), and their largest difference.
+# second 4), and their largest difference; half the decoder's steps are
+# fed its own predictions.
 GRADIENTS = SETUP + textwrap.dedent(
     """
-    mesh, loader, model = setup(2)
+    mesh, loader, model = setup(2, teacher_forcing="linear")
     batch = next(iter(loader))
     batch["mask"] = jax.device_put(
         jnp.arange(16) < 12, parallel.batch_sharding(mesh)

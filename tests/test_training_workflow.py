@@ -137,7 +137,9 @@ def test_train_step_with_ratio_one_has_the_teacher_forced_loss():
 
 
 def test_train_step_with_ratio_zero_has_the_free_running_loss():
-    model, batch = new_model(), sine_batch()
+    config = MODEL_CONFIG.replace(teacher_forcing="linear")
+    model = create_model(config, jax.random.PRNGKey(0), 100, STD_FLOOR)
+    batch = sine_batch()
 
     _, out = train_step(model, batch, jax.random.PRNGKey(1), jnp.float32(0))
 

@@ -1,0 +1,176 @@
+"""A fused LSTM layer for the CPU: a whole sequence in one C++ call.
+
+XLA runs an LSTM scan as some 30 small operations a time step, each with
+its own dispatch cost; `lstm.cc` runs the whole sequence, forward or
+backward, in one XLA FFI custom call. It is compiled for this machine on
+first use (a few seconds, with the C++ compiler `$CXX` or `c++`) and
+cached under `~/.cache/lstm-seq2seq-forecaster/`.
+"""
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+
+log = logging.getLogger(__name__)
+
+Array = jax.Array
+Carry = tuple[Array, Array]  # (c, h), each [batch, hidden]
+
+SOURCE = Path(__file__).with_name("lstm.cc")
+FLAGS = (
+    "-O3",
+    "-march=native",
+    "-std=c++17",
+    "-shared",
+    "-fPIC",
+    "-pthread",
+    "-fno-math-errno",
+    # Lets GCC vectorize the floor and the float-to-int casts of exp.
+    "-fno-trapping-math",
+)
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lstm-seq2seq-forecaster"
+
+
+def _compile(compiler: str) -> Path:
+    """The shared library for this source, compiler and jaxlib; built once."""
+    command = [compiler, *FLAGS, "-I", jax.ffi.include_dir()]
+    version = subprocess.run(
+        [compiler, "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    digest = hashlib.sha256()
+    for part in (SOURCE.read_text(), " ".join(command), version):
+        digest.update(part.encode())
+    digest.update(jaxlib.__version__.encode())
+    library = cache_dir() / f"lstm-{digest.hexdigest()[:16]}.so"
+    if library.exists():
+        return library
+
+    library.parent.mkdir(parents=True, exist_ok=True)
+    log.info("compiling %s (once for this machine)", SOURCE.name)
+    # Built beside its final name and renamed into place, so that two
+    # processes compiling at once never load a half-written file.
+    with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
+        built = Path(scratch) / library.name
+        result = subprocess.run(
+            [*command, str(SOURCE), "-o", str(built)],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            lines = result.stderr.strip().splitlines() or ["no output"]
+            errors = [line for line in lines if "error" in line]
+            raise RuntimeError((errors or lines)[0])
+        os.replace(built, library)
+    return library
+
+
+@functools.cache
+def available() -> bool:
+    """Whether the fused kernel can run here: a CPU backend and a C++
+    compiler that builds it. Says why not, once, if it cannot."""
+    if jax.default_backend() != "cpu":
+        return False
+    compiler = os.environ.get("CXX", "c++")
+    try:
+        if shutil.which(compiler) is None:
+            raise RuntimeError(f"no C++ compiler {compiler!r} found")
+        library = ctypes.cdll.LoadLibrary(str(_compile(compiler)))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        log.warning(
+            "the fused LSTM kernel is unavailable (%s); LSTM layers run "
+            "as XLA scans instead",
+            error,
+        )
+        return False
+    for name in ("LstmForward", "LstmBackward"):
+        jax.ffi.register_ffi_target(
+            name, jax.ffi.pycapsule(getattr(library, name)), platform="cpu"
+        )
+    return True
+
+
+def _threads() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _forward(xs, carry, kernel, bias):
+    """The kernel's forward call on time-major xs [time, batch, features]:
+    hs and cs [time, batch, hidden] and the activated gates."""
+    c0, h0 = carry
+    time, batch, _ = xs.shape
+    hidden = h0.shape[-1]
+    states = jax.ShapeDtypeStruct((time, batch, hidden), jnp.float32)
+    gates = jax.ShapeDtypeStruct((time, batch, 4 * hidden), jnp.float32)
+    call = jax.ffi.ffi_call(
+        "LstmForward", (states, states, gates), vmap_method="sequential"
+    )
+    return call(xs, h0, c0, kernel, bias, threads=_threads())
+
+
+@jax.custom_vjp
+def _time_major_lstm(xs, carry, kernel, bias):
+    hs, cs, _ = _forward(xs, carry, kernel, bias)
+    return (cs[-1], hs[-1]), hs
+
+
+def _time_major_lstm_forward(xs, carry, kernel, bias):
+    hs, cs, gates = _forward(xs, carry, kernel, bias)
+    residuals = (xs, carry, kernel, hs, cs, gates)
+    return ((cs[-1], hs[-1]), hs), residuals
+
+
+def _time_major_lstm_backward(residuals, gradients):
+    xs, (c0, h0), kernel, hs, cs, gates = residuals
+    (dc_last, dh_last), dhs = gradients
+    dhs = dhs.at[-1].add(dh_last)  # the final h is also the last output
+    shapes = [jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in (xs, h0, c0)]
+    shapes += [
+        jax.ShapeDtypeStruct(kernel.shape, jnp.float32),
+        jax.ShapeDtypeStruct(kernel.shape[-1:], jnp.float32),
+    ]
+    call = jax.ffi.ffi_call("LstmBackward", shapes, vmap_method="sequential")
+    dxs, dh0, dc0, dkernel, dbias = call(
+        xs, h0, c0, kernel, hs, cs, gates, dhs, dc_last, threads=_threads()
+    )
+    return dxs, (dc0, dh0), dkernel, dbias
+
+
+_time_major_lstm.defvjp(_time_major_lstm_forward, _time_major_lstm_backward)
+
+
+def lstm_sequence(
+    inputs: Array, carry: Carry, kernel: Array, bias: Array
+) -> tuple[Carry, Array]:
+    """An LSTM over a whole sequence, as Flax's `nn.RNN` of an LSTM cell.
+
+    Args:
+      inputs: [batch, time, features].
+      carry: (c, h), each [batch, hidden]: the state before the first step.
+      kernel: [features + hidden, 4 hidden], which multiplies [x, h] into
+        the gates in the order i, f, g, o; bias: [4 hidden].
+
+    Returns:
+      The final carry (c, h) and the outputs [batch, time, hidden].
+    """
+    xs, carry, kernel, bias = jax.tree.map(
+        lambda a: jnp.asarray(a, jnp.float32),
+        (inputs.transpose(1, 0, 2), carry, kernel, bias),
+    )
+    carry, hs = _time_major_lstm(xs, carry, kernel, bias)
+    return carry, hs.transpose(1, 0, 2)

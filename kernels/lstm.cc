@@ -1,0 +1,352 @@
+// One LSTM layer over a whole sequence, forward and backward, as two XLA
+// FFI custom calls for the CPU.
+//
+// Arrays are time-major and row-major: xs [T, B, F], hs and cs [T, B, H],
+// acts [T, B, 4H] (the activated gates i, f, g, o, as Flax orders them).
+// The kernel w is [F + H, 4H], multiplying [x, h_prev]; the bias b is [4H].
+//
+// The batch's rows are independent, so they are cut into chunks of
+// kChunkRows and the chunks are shared among threads. The weight
+// gradients of each chunk are summed in chunk order afterwards, so the
+// results do not depend on the thread count.
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr int kLanes = 16;
+constexpr int64_t kChunkRows = 64;
+
+// 16 floats; unaligned loads and stores. GCC lowers it to AVX-512 or to
+// pairs of AVX2 registers, as -march allows.
+using Vec = float __attribute__((vector_size(4 * kLanes), aligned(4)));
+
+inline Vec Load(const float* p) { return *reinterpret_cast<const Vec*>(p); }
+inline void Store(float* p, Vec v) { *reinterpret_cast<Vec*>(p) = v; }
+
+// out[r, :n] = init[:n] (or out[r, :n] if init is null) + a[r, :k] @ m[:k, :n]
+// for `rows` rows; a has row stride lda, out ldo, m n. The rows are a
+// template argument so that the accumulators stay in registers.
+template <int rows>
+void AddRowsTimesMatrix(const float* a, int64_t lda, const float* m,
+                        int64_t k, int64_t n, const float* init, float* out,
+                        int64_t ldo) {
+  auto start = [&](int r, int64_t j) {
+    return Load((init ? init : out + r * ldo) + j);
+  };
+  int64_t j = 0;
+  for (; j + 4 * kLanes <= n; j += 4 * kLanes) {
+    Vec acc[rows][4];
+    for (int r = 0; r < rows; ++r)
+      for (int v = 0; v < 4; ++v) acc[r][v] = start(r, j + v * kLanes);
+    for (int64_t i = 0; i < k; ++i) {
+      const float* row = m + i * n + j;
+      Vec m0 = Load(row), m1 = Load(row + kLanes),
+          m2 = Load(row + 2 * kLanes), m3 = Load(row + 3 * kLanes);
+      for (int r = 0; r < rows; ++r) {
+        float s = a[r * lda + i];
+        acc[r][0] += s * m0;
+        acc[r][1] += s * m1;
+        acc[r][2] += s * m2;
+        acc[r][3] += s * m3;
+      }
+    }
+    for (int r = 0; r < rows; ++r)
+      for (int v = 0; v < 4; ++v) Store(out + r * ldo + j + v * kLanes, acc[r][v]);
+  }
+  for (; j + kLanes <= n; j += kLanes) {
+    Vec acc[rows];
+    for (int r = 0; r < rows; ++r) acc[r] = start(r, j);
+    for (int64_t i = 0; i < k; ++i) {
+      Vec m0 = Load(m + i * n + j);
+      for (int r = 0; r < rows; ++r) acc[r] += a[r * lda + i] * m0;
+    }
+    for (int r = 0; r < rows; ++r) Store(out + r * ldo + j, acc[r]);
+  }
+  for (; j < n; ++j) {
+    for (int r = 0; r < rows; ++r) {
+      float acc = init ? init[j] : out[r * ldo + j];
+      for (int64_t i = 0; i < k; ++i) acc += a[r * lda + i] * m[i * n + j];
+      out[r * ldo + j] = acc;
+    }
+  }
+}
+
+// AddRowsTimesMatrix over any number of rows, four at a time.
+void AddMatmul(int64_t rows, const float* a, int64_t lda, const float* m,
+               int64_t k, int64_t n, const float* init, float* out,
+               int64_t ldo) {
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4)
+    AddRowsTimesMatrix<4>(a + r * lda, lda, m, k, n, init, out + r * ldo, ldo);
+  const float* a_rest = a + r * lda;
+  float* out_rest = out + r * ldo;
+  switch (rows - r) {
+    case 3:
+      return AddRowsTimesMatrix<3>(a_rest, lda, m, k, n, init, out_rest, ldo);
+    case 2:
+      return AddRowsTimesMatrix<2>(a_rest, lda, m, k, n, init, out_rest, ldo);
+    case 1:
+      return AddRowsTimesMatrix<1>(a_rest, lda, m, k, n, init, out_rest, ldo);
+  }
+}
+
+// exp(x) to about one ulp by Cephes' polynomial, in a form GCC
+// vectorizes (with -fno-trapping-math). A NaN stays NaN, so a diverged
+// model still shows a NaN loss.
+inline float Exp(float x) {
+  x = x < -87.3f ? -87.3f : x;
+  x = x > 88.3f ? 88.3f : x;
+  float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+  x = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * x + 1.3981999507e-3f;
+  y = y * x + 8.3334519073e-3f;
+  y = y * x + 4.1665795894e-2f;
+  y = y * x + 1.6666665459e-1f;
+  y = y * x + 5.0000001201e-1f;
+  y = y * x * x + x + 1.0f;
+  int32_t two_to_n = (static_cast<int32_t>(n) + 127) << 23;
+  return y * __builtin_bit_cast(float, two_to_n);
+}
+
+inline float Sigmoid(float x) { return 1.0f / (1.0f + Exp(-x)); }
+inline float Tanh(float x) { return 2.0f / (1.0f + Exp(-2.0f * x)) - 1.0f; }
+
+// One row's step from its gate pre-activations p [4H]: writes the
+// activated gates a [4H] and the new cell c and hidden state h [H].
+void ForwardGates(const float* __restrict p, const float* __restrict c_prev,
+                  float* __restrict a, float* __restrict c,
+                  float* __restrict h, int64_t hidden) {
+  for (int64_t u = 0; u < hidden; ++u) {
+    float i = Sigmoid(p[u]), f = Sigmoid(p[hidden + u]),
+          g = Tanh(p[2 * hidden + u]), o = Sigmoid(p[3 * hidden + u]);
+    float cu = f * c_prev[u] + i * g;
+    a[u] = i;
+    a[hidden + u] = f;
+    a[2 * hidden + u] = g;
+    a[3 * hidden + u] = o;
+    c[u] = cu;
+    h[u] = o * Tanh(cu);
+  }
+}
+
+// One row's step back: from the gradients reaching h (dh) and c (dc, in
+// and out) to those of the gate pre-activations d [4H].
+void BackwardGates(const float* __restrict a, const float* __restrict c,
+                   const float* __restrict c_prev,
+                   const float* __restrict dh, float* __restrict dc,
+                   float* __restrict d, int64_t hidden) {
+  for (int64_t u = 0; u < hidden; ++u) {
+    float i = a[u], f = a[hidden + u], g = a[2 * hidden + u],
+          o = a[3 * hidden + u];
+    float tc = Tanh(c[u]);
+    float dcu = dc[u] + dh[u] * o * (1.0f - tc * tc);
+    d[u] = dcu * g * i * (1.0f - i);
+    d[hidden + u] = dcu * c_prev[u] * f * (1.0f - f);
+    d[2 * hidden + u] = dcu * i * (1.0f - g * g);
+    d[3 * hidden + u] = dh[u] * tc * o * (1.0f - o);
+    dc[u] = dcu * f;
+  }
+}
+
+struct Shape {
+  int64_t time, batch, features, hidden;
+
+  int64_t width() const { return features + hidden; }  // of [x, h_prev]
+  int64_t gates() const { return 4 * hidden; }
+  int64_t chunks() const { return (batch + kChunkRows - 1) / kChunkRows; }
+};
+
+// Calls work(chunk, first_row, end_row) for every chunk, on up to
+// `threads` threads.
+template <typename Work>
+void ForEachChunk(const Shape& s, int64_t threads, Work work) {
+  const int64_t chunks = s.chunks();
+  auto worker = [&](int64_t first) {
+    for (int64_t q = first; q < chunks; q += threads)
+      work(q, q * kChunkRows, std::min(s.batch, (q + 1) * kChunkRows));
+  };
+  threads = std::clamp<int64_t>(threads, 1, chunks);
+  std::vector<std::thread> pool;
+  for (int64_t p = 1; p < threads; ++p) pool.emplace_back(worker, p);
+  worker(0);
+  for (auto& t : pool) t.join();
+}
+
+// Copies [x_t, h_prev] of rows [begin, end) into xh [end - begin, F + H].
+void GatherInputs(const Shape& s, const float* xs, const float* h0,
+                  const float* hs, int64_t t, int64_t begin, int64_t end,
+                  float* xh) {
+  const int64_t F = s.features, H = s.hidden, K = s.width();
+  for (int64_t row = begin; row < end; ++row) {
+    const float* h = t ? hs + ((t - 1) * s.batch + row) * H : h0 + row * H;
+    float* out = xh + (row - begin) * K;
+    std::memcpy(out, xs + (t * s.batch + row) * F, F * sizeof(float));
+    std::memcpy(out + F, h, H * sizeof(float));
+  }
+}
+
+void ForwardRows(const Shape& s, const float* xs, const float* h0,
+                 const float* c0, const float* w, const float* b, float* hs,
+                 float* cs, float* acts, int64_t begin, int64_t end) {
+  const int64_t H = s.hidden, K = s.width(), G = s.gates();
+  const int64_t rows = end - begin;
+  std::vector<float> xh(rows * K), pre(rows * G);
+  for (int64_t t = 0; t < s.time; ++t) {
+    GatherInputs(s, xs, h0, hs, t, begin, end, xh.data());
+    AddMatmul(rows, xh.data(), K, w, K, G, b, pre.data(), G);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t at = t * s.batch + row;
+      const float* c_prev = t ? cs + (at - s.batch) * H : c0 + row * H;
+      ForwardGates(&pre[(row - begin) * G], c_prev, acts + at * G,
+                   cs + at * H, hs + at * H, H);
+    }
+  }
+}
+
+// wt is w transposed, [4H, width_padded], its extra columns zero; dw
+// [F + H, 4H] and db [4H] are this chunk's own, zeroed by the caller.
+void BackwardRows(const Shape& s, const float* xs, const float* h0,
+                  const float* c0, const float* wt, int64_t width_padded,
+                  const float* hs, const float* cs, const float* acts,
+                  const float* dhs, const float* dc_last, float* dxs,
+                  float* dh0, float* dc0, float* dw, float* db, int64_t begin,
+                  int64_t end) {
+  const int64_t F = s.features, H = s.hidden, K = s.width(), G = s.gates();
+  const int64_t rows = end - begin;
+  std::vector<float> xh(rows * K), xh_t(K * rows), d(rows * G),
+      dxh(rows * width_padded), dh_in(rows * H, 0.0f), dh(rows * H),
+      dc(rows * H);
+  for (int64_t row = begin; row < end; ++row)
+    std::memcpy(&dc[(row - begin) * H], dc_last + row * H, H * sizeof(float));
+
+  for (int64_t t = s.time - 1; t >= 0; --t) {
+    GatherInputs(s, xs, h0, hs, t, begin, end, xh.data());
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t at = t * s.batch + row, r = row - begin;
+      const float* c_prev = t ? cs + (at - s.batch) * H : c0 + row * H;
+      for (int64_t u = 0; u < H; ++u)
+        dh[r * H + u] = dhs[at * H + u] + dh_in[r * H + u];
+      BackwardGates(acts + at * G, cs + at * H, c_prev, &dh[r * H],
+                    &dc[r * H], &d[r * G], H);
+    }
+
+    // [dx, dh_prev] = d @ w^T
+    std::fill(dxh.begin(), dxh.end(), 0.0f);
+    AddMatmul(rows, d.data(), G, wt, G, width_padded, nullptr, dxh.data(),
+              width_padded);
+    for (int64_t row = begin; row < end; ++row) {
+      const float* from = &dxh[(row - begin) * width_padded];
+      std::memcpy(dxs + (t * s.batch + row) * F, from, F * sizeof(float));
+      std::memcpy(&dh_in[(row - begin) * H], from + F, H * sizeof(float));
+    }
+
+    // dw += [x, h_prev]^T @ d, db += the column sums of d
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t i = 0; i < K; ++i) xh_t[i * rows + r] = xh[r * K + i];
+    AddMatmul(K, xh_t.data(), rows, d.data(), rows, G, nullptr, dw, G);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < G; ++j) db[j] += d[r * G + j];
+  }
+
+  for (int64_t row = begin; row < end; ++row) {
+    const int64_t r = row - begin;
+    std::memcpy(dh0 + row * H, &dh_in[r * H], H * sizeof(float));
+    std::memcpy(dc0 + row * H, &dc[r * H], H * sizeof(float));
+  }
+}
+
+using Buffer = ffi::Buffer<ffi::F32>;
+using Result = ffi::ResultBuffer<ffi::F32>;
+
+Shape ShapeOf(const Buffer& xs, const Buffer& h0) {
+  auto x = xs.dimensions();
+  return {x[0], x[1], x[2], h0.dimensions()[1]};
+}
+
+ffi::Error Forward(Buffer xs, Buffer h0, Buffer c0, Buffer w, Buffer b,
+                   Result hs, Result cs, Result acts, int64_t threads) {
+  const Shape s = ShapeOf(xs, h0);
+  ForEachChunk(s, threads, [&](int64_t, int64_t begin, int64_t end) {
+    ForwardRows(s, xs.typed_data(), h0.typed_data(), c0.typed_data(),
+                w.typed_data(), b.typed_data(), hs->typed_data(),
+                cs->typed_data(), acts->typed_data(), begin, end);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error Backward(Buffer xs, Buffer h0, Buffer c0, Buffer w, Buffer hs,
+                    Buffer cs, Buffer acts, Buffer dhs, Buffer dc_last,
+                    Result dxs, Result dh0, Result dc0, Result dw, Result db,
+                    int64_t threads) {
+  const Shape s = ShapeOf(xs, h0);
+  const int64_t K = s.width(), G = s.gates();
+  // Padded to whole vectors: no scalar tail in d @ w^T.
+  const int64_t width_padded = (K + kLanes - 1) / kLanes * kLanes;
+  std::vector<float> wt(G * width_padded, 0.0f);
+  for (int64_t i = 0; i < K; ++i)
+    for (int64_t j = 0; j < G; ++j)
+      wt[j * width_padded + i] = w.typed_data()[i * G + j];
+
+  const int64_t per_chunk = K * G + G;
+  std::vector<float> partial(s.chunks() * per_chunk, 0.0f);
+  ForEachChunk(s, threads, [&](int64_t q, int64_t begin, int64_t end) {
+    float* dw_chunk = &partial[q * per_chunk];
+    BackwardRows(s, xs.typed_data(), h0.typed_data(), c0.typed_data(),
+                 wt.data(), width_padded, hs.typed_data(), cs.typed_data(),
+                 acts.typed_data(), dhs.typed_data(), dc_last.typed_data(),
+                 dxs->typed_data(), dh0->typed_data(), dc0->typed_data(),
+                 dw_chunk, dw_chunk + K * G, begin, end);
+  });
+
+  float* sum = dw->typed_data();  // dw and db, summed in chunk order
+  std::memcpy(sum, partial.data(), K * G * sizeof(float));
+  std::memcpy(db->typed_data(), partial.data() + K * G, G * sizeof(float));
+  for (int64_t q = 1; q < s.chunks(); ++q) {
+    const float* part = &partial[q * per_chunk];
+    for (int64_t j = 0; j < K * G; ++j) sum[j] += part[j];
+    for (int64_t j = 0; j < G; ++j) db->typed_data()[j] += part[K * G + j];
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmForward, Forward,
+                              ffi::Ffi::Bind()
+                                  .Arg<Buffer>()  // xs
+                                  .Arg<Buffer>()  // h0
+                                  .Arg<Buffer>()  // c0
+                                  .Arg<Buffer>()  // w
+                                  .Arg<Buffer>()  // b
+                                  .Ret<Buffer>()  // hs
+                                  .Ret<Buffer>()  // cs
+                                  .Ret<Buffer>()  // acts
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmBackward, Backward,
+                              ffi::Ffi::Bind()
+                                  .Arg<Buffer>()  // xs
+                                  .Arg<Buffer>()  // h0
+                                  .Arg<Buffer>()  // c0
+                                  .Arg<Buffer>()  // w
+                                  .Arg<Buffer>()  // hs
+                                  .Arg<Buffer>()  // cs
+                                  .Arg<Buffer>()  // acts
+                                  .Arg<Buffer>()  // dhs
+                                  .Arg<Buffer>()  // dc_last
+                                  .Ret<Buffer>()  // dxs
+                                  .Ret<Buffer>()  // dh0
+                                  .Ret<Buffer>()  // dc0
+                                  .Ret<Buffer>()  // dw
+                                  .Ret<Buffer>()  // db
+                                  .Attr<int64_t>("threads"));

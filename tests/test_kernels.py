@@ -1,0 +1,197 @@
+"""The fused LSTM kernel computes what Flax's scan of the cell computes."""
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import kernels
+from config import Config
+from Initializers import create_model
+from modelUtils import OneMatmulLSTMCell
+from TrainTest import loss_and_grads
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(os.environ.get("CXX", "c++")) is None,
+    reason="no C++ compiler to build the kernel with",
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built_kernel():
+    assert kernels.available()
+
+
+def random_values(seed: int, shape: tuple[int, ...]) -> jax.Array:
+    return jax.random.normal(jax.random.PRNGKey(seed), shape)
+
+
+def cell_kernel_and_bias(params) -> tuple[jax.Array, jax.Array]:
+    """The cell's parameters as the kernel takes them."""
+    kernel = jnp.concatenate(
+        [
+            jnp.concatenate(
+                [params[f"i{g}"]["kernel"], params[f"h{g}"]["kernel"]]
+            )
+            for g in "ifgo"
+        ],
+        axis=-1,
+    )
+    return kernel, jnp.concatenate([params[f"h{g}"]["bias"] for g in "ifgo"])
+
+
+def scalar(carry, outputs) -> jax.Array:
+    """A loss that reaches every output and both parts of the carry."""
+    c, h = carry
+    weights = jnp.cos(jnp.arange(outputs.size)).reshape(outputs.shape)
+    return jnp.sum(weights * outputs) + jnp.sum(c * c) + jnp.sum(jnp.sin(h))
+
+
+# Batches above 64 rows are cut into chunks; 13 units make 52 gate
+# columns, which are not whole vectors of 16.
+@pytest.mark.parametrize(
+    "batch, time, features, hidden",
+    [(3, 6, 1, 8), (67, 5, 3, 13), (5, 4, 2, 64)],
+)
+def test_kernel_equals_flax_scan_of_the_cell(batch, time, features, hidden):
+    inputs = random_values(0, (batch, time, features))
+    carry = (
+        random_values(1, (batch, hidden)),
+        random_values(2, (batch, hidden)),
+    )
+    rnn = nn.RNN(OneMatmulLSTMCell(hidden), return_carry=True)
+    params = rnn.init(jax.random.PRNGKey(3), inputs)["params"]
+
+    def by_scan(params, inputs, carry):
+        return scalar(
+            *rnn.apply({"params": params}, inputs, initial_carry=carry)
+        )
+
+    def by_kernel(params, inputs, carry):
+        kernel, bias = cell_kernel_and_bias(params["cell"])
+        return scalar(*kernels.lstm_sequence(inputs, carry, kernel, bias))
+
+    grad = functools.partial(jax.value_and_grad, argnums=(0, 1, 2))
+    expected = jax.jit(grad(by_scan))(params, inputs, carry)
+    result = jax.jit(grad(by_kernel))(params, inputs, carry)
+
+    close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-5)
+    jax.tree.map(close, result, expected)
+
+
+def test_kernel_outputs_do_not_depend_on_the_thread_count(monkeypatch):
+    batch, hidden = 150, 8  # three chunks of rows
+    inputs = random_values(0, (batch, 5, 1))
+    carry = (jnp.zeros((batch, hidden)), jnp.zeros((batch, hidden)))
+    kernel = random_values(1, (1 + hidden, 4 * hidden))
+    bias = random_values(2, (4 * hidden,))
+
+    def outputs_and_grads(threads: int):
+        monkeypatch.setattr(kernels, "_threads", lambda: threads)
+
+        def loss(kernel, bias):
+            return scalar(*kernels.lstm_sequence(inputs, carry, kernel, bias))
+
+        # A new function each time: the thread count is fixed at tracing.
+        run = jax.jit(jax.value_and_grad(lambda *a: loss(*a), argnums=(0, 1)))
+        return run(kernel, bias)
+
+    one, three = outputs_and_grads(1), outputs_and_grads(3)
+    jax.tree.map(np.testing.assert_array_equal, one, three)
+
+
+def test_a_nan_input_gives_nan_outputs():
+    hidden = 4
+    inputs = jnp.array([[[1.0], [jnp.nan], [2.0]]])
+    carry = (jnp.zeros((1, hidden)), jnp.zeros((1, hidden)))
+    kernel = random_values(1, (1 + hidden, 4 * hidden))
+    bias = jnp.zeros(4 * hidden)
+
+    _, outputs = kernels.lstm_sequence(inputs, carry, kernel, bias)
+
+    assert np.isfinite(outputs[0, 0]).all()
+    assert np.isnan(outputs[0, 1:]).all()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"encoder": "bi", "merge": "concat", "layers": 2},
+        {"encoder": "bi", "merge": "max", "dropout": 0.3, "layers": 2},
+        {"teacher_forcing": "linear"},
+    ],
+)
+def test_training_loss_and_gradients_equal_those_of_the_scan(changes):
+    """The same parameters, loss and gradients with either kernel, to 1e-5,
+    dropout and scheduled sampling included."""
+    config = Config(hidden=8, in_len=8, out_len=4, **changes)
+    context = random_values(0, (6, 8))
+    batch = {
+        "context": context,
+        "target": context[:, -4:] + random_values(1, (6, 4)),
+        "mask": jnp.ones(6),
+    }
+    key, ratio = jax.random.PRNGKey(2), jnp.float32(0.5)
+
+    results = []
+    for kernel in ("fused", "scan"):
+        model = create_model(
+            config.replace(kernel=kernel), jax.random.PRNGKey(0), 10, 1e-3
+        )
+        results.append(
+            (model.params, *loss_and_grads(model, batch, key, ratio))
+        )
+
+    jax.tree.map(np.testing.assert_array_equal, results[0][0], results[1][0])
+    close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6)
+    jax.tree.map(close, results[0][1:], results[1][1:])
+
+
+def test_without_a_compiler_the_model_runs_on_the_scan(tmp_path):
+    script = textwrap.dedent(
+        """
+        import logging, sys
+        import jax, jax.numpy as jnp
+        sys.path.insert(0, ".")
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        from config import Config
+        from Initializers import create_model
+        import kernels
+
+        model = create_model(
+            Config(hidden=8, in_len=8, out_len=4), jax.random.PRNGKey(0),
+            10, 1e-3,
+        )
+        print(kernels.available(), model.encoder.apply_fn.__self__.fused)
+        """
+    )
+    env = {
+        **os.environ,
+        "CXX": "no-such-compiler",
+        "XDG_CACHE_HOME": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
+    assert "no C++ compiler 'no-such-compiler' found" in done.stderr
+    assert "run as XLA scans instead" in done.stderr
