@@ -103,10 +103,25 @@ def available() -> bool:
     return True
 
 
-def _threads() -> int:
+def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+_thread_count = 0  # 0: one per usable core
+
+
+def set_threads(count: int) -> None:
+    """Caps the threads of each kernel call at `count` (0: one per core),
+    as for runs side by side. A function already traced keeps its count;
+    the results are the same whatever the count."""
+    global _thread_count
+    _thread_count = count
+
+
+def _threads() -> int:
+    return _thread_count or usable_cores()
 
 
 def _forward(xs, carry, kernel, bias):

@@ -5,12 +5,15 @@
 // acts [T, B, 4H] (the activated gates i, f, g, o, as Flax orders them).
 // The kernel w is [F + H, 4H], multiplying [x, h_prev]; the bias b is [4H].
 //
-// The batch's rows are independent, so they are cut into chunks of
-// kChunkRows and the chunks are shared among threads. The weight
-// gradients of each chunk are summed in chunk order afterwards, so the
-// results do not depend on the thread count.
+// The batch's rows are independent, so they are cut into at most
+// kMaxChunks chunks, of at least kMinChunkRows rows each, and the chunks
+// are shared among threads. The weight gradients of each chunk are summed
+// in chunk order afterwards: the chunks depend on the batch size alone,
+// so the results do not depend on the thread count.
 
 #include <algorithm>
+#include <atomic>
+#include <memory>
 #include <cstdint>
 #include <cstring>
 #include <thread>
@@ -23,7 +26,8 @@ namespace ffi = xla::ffi;
 namespace {
 
 constexpr int kLanes = 16;
-constexpr int64_t kChunkRows = 64;
+constexpr int64_t kMinChunkRows = 16;
+constexpr int64_t kMaxChunks = 8;
 
 // 16 floats; unaligned loads and stores. GCC lowers it to AVX-512 or to
 // pairs of AVX2 registers, as -march allows.
@@ -32,18 +36,19 @@ using Vec = float __attribute__((vector_size(4 * kLanes), aligned(4)));
 inline Vec Load(const float* p) { return *reinterpret_cast<const Vec*>(p); }
 inline void Store(float* p, Vec v) { *reinterpret_cast<Vec*>(p) = v; }
 
-// out[r, :n] = init[:n] (or out[r, :n] if init is null) + a[r, :k] @ m[:k, :n]
-// for `rows` rows; a has row stride lda, out ldo, m n. The rows are a
-// template argument so that the accumulators stay in registers.
+// out[r, j] = init[j] (or out[r, j] if init is null) + sum_i a[r, i] m[i, j]
+// for `rows` rows and the columns j in [begin, end); a has row stride lda,
+// m n, out ldo. The rows are a template argument so that the accumulators
+// stay in registers.
 template <int rows>
 void AddRowsTimesMatrix(const float* a, int64_t lda, const float* m,
-                        int64_t k, int64_t n, const float* init, float* out,
-                        int64_t ldo) {
+                        int64_t k, int64_t n, int64_t begin, int64_t end,
+                        const float* init, float* out, int64_t ldo) {
   auto start = [&](int r, int64_t j) {
     return Load((init ? init : out + r * ldo) + j);
   };
-  int64_t j = 0;
-  for (; j + 4 * kLanes <= n; j += 4 * kLanes) {
+  int64_t j = begin;
+  for (; j + 4 * kLanes <= end; j += 4 * kLanes) {
     Vec acc[rows][4];
     for (int r = 0; r < rows; ++r)
       for (int v = 0; v < 4; ++v) acc[r][v] = start(r, j + v * kLanes);
@@ -51,6 +56,11 @@ void AddRowsTimesMatrix(const float* a, int64_t lda, const float* m,
       const float* row = m + i * n + j;
       Vec m0 = Load(row), m1 = Load(row + kLanes),
           m2 = Load(row + 2 * kLanes), m3 = Load(row + 3 * kLanes);
+      // Held in registers: folded into each row's multiply-add instead,
+      // every load would be repeated once per row.
+#if defined(__x86_64__)
+      asm("" : "+v"(m0), "+v"(m1), "+v"(m2), "+v"(m3));
+#endif
       for (int r = 0; r < rows; ++r) {
         float s = a[r * lda + i];
         acc[r][0] += s * m0;
@@ -62,7 +72,7 @@ void AddRowsTimesMatrix(const float* a, int64_t lda, const float* m,
     for (int r = 0; r < rows; ++r)
       for (int v = 0; v < 4; ++v) Store(out + r * ldo + j + v * kLanes, acc[r][v]);
   }
-  for (; j + kLanes <= n; j += kLanes) {
+  for (; j + kLanes <= end; j += kLanes) {
     Vec acc[rows];
     for (int r = 0; r < rows; ++r) acc[r] = start(r, j);
     for (int64_t i = 0; i < k; ++i) {
@@ -71,7 +81,7 @@ void AddRowsTimesMatrix(const float* a, int64_t lda, const float* m,
     }
     for (int r = 0; r < rows; ++r) Store(out + r * ldo + j, acc[r]);
   }
-  for (; j < n; ++j) {
+  for (; j < end; ++j) {
     for (int r = 0; r < rows; ++r) {
       float acc = init ? init[j] : out[r * ldo + j];
       for (int64_t i = 0; i < k; ++i) acc += a[r * lda + i] * m[i * n + j];
@@ -80,22 +90,38 @@ void AddRowsTimesMatrix(const float* a, int64_t lda, const float* m,
   }
 }
 
-// AddRowsTimesMatrix over any number of rows, four at a time.
+// AddRowsTimesMatrix over any number of rows and all n columns: four rows
+// at a time, a panel of columns at a time, so that the panel of m (up to
+// kPanelBytes) stays in cache while every row block passes over it.
 void AddMatmul(int64_t rows, const float* a, int64_t lda, const float* m,
                int64_t k, int64_t n, const float* init, float* out,
                int64_t ldo) {
-  int64_t r = 0;
-  for (; r + 4 <= rows; r += 4)
-    AddRowsTimesMatrix<4>(a + r * lda, lda, m, k, n, init, out + r * ldo, ldo);
-  const float* a_rest = a + r * lda;
-  float* out_rest = out + r * ldo;
-  switch (rows - r) {
-    case 3:
-      return AddRowsTimesMatrix<3>(a_rest, lda, m, k, n, init, out_rest, ldo);
-    case 2:
-      return AddRowsTimesMatrix<2>(a_rest, lda, m, k, n, init, out_rest, ldo);
-    case 1:
-      return AddRowsTimesMatrix<1>(a_rest, lda, m, k, n, init, out_rest, ldo);
+  constexpr int64_t kPanelBytes = 128 * 1024;
+  const int64_t block = 4 * kLanes;
+  const int64_t panel = std::max<int64_t>(
+      block, kPanelBytes / (4 * k * block) * block);
+  for (int64_t begin = 0; begin < n; begin += panel) {
+    const int64_t end = std::min(n, begin + panel);
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4)
+      AddRowsTimesMatrix<4>(a + r * lda, lda, m, k, n, begin, end, init,
+                            out + r * ldo, ldo);
+    const float* a_rest = a + r * lda;
+    float* out_rest = out + r * ldo;
+    switch (rows - r) {
+      case 3:
+        AddRowsTimesMatrix<3>(a_rest, lda, m, k, n, begin, end, init,
+                              out_rest, ldo);
+        break;
+      case 2:
+        AddRowsTimesMatrix<2>(a_rest, lda, m, k, n, begin, end, init,
+                              out_rest, ldo);
+        break;
+      case 1:
+        AddRowsTimesMatrix<1>(a_rest, lda, m, k, n, begin, end, init,
+                              out_rest, ldo);
+        break;
+    }
   }
 }
 
@@ -163,23 +189,35 @@ struct Shape {
 
   int64_t width() const { return features + hidden; }  // of [x, h_prev]
   int64_t gates() const { return 4 * hidden; }
-  int64_t chunks() const { return (batch + kChunkRows - 1) / kChunkRows; }
+  int64_t chunk_rows() const {  // a multiple of the matmul's 4 rows
+    const int64_t even = (batch + kMaxChunks - 1) / kMaxChunks;
+    return std::max(kMinChunkRows, (even + 3) / 4 * 4);
+  }
+  int64_t chunks() const { return (batch + chunk_rows() - 1) / chunk_rows(); }
 };
 
-// Calls work(chunk, first_row, end_row) for every chunk, on up to
-// `threads` threads.
+// Calls work(chunk, first_row, end_row) for every chunk: on this thread
+// and on up to threads - 1 tasks of XLA's own pool, which take chunks
+// as they come free. A task the pool starts late finds none left.
 template <typename Work>
-void ForEachChunk(const Shape& s, int64_t threads, Work work) {
-  const int64_t chunks = s.chunks();
-  auto worker = [&](int64_t first) {
-    for (int64_t q = first; q < chunks; q += threads)
-      work(q, q * kChunkRows, std::min(s.batch, (q + 1) * kChunkRows));
+void ForEachChunk(const Shape& s, int64_t threads, ffi::ThreadPool& pool,
+                  Work& work) {
+  struct Progress {
+    std::atomic<int64_t> next{0}, done{0};
   };
-  threads = std::clamp<int64_t>(threads, 1, chunks);
-  std::vector<std::thread> pool;
-  for (int64_t p = 1; p < threads; ++p) pool.emplace_back(worker, p);
-  worker(0);
-  for (auto& t : pool) t.join();
+  auto progress = std::make_shared<Progress>();
+  const int64_t chunks = s.chunks(), rows = s.chunk_rows(), batch = s.batch;
+  auto take_chunks = [progress, chunks, rows, batch, &work] {
+    for (int64_t q; (q = progress->next.fetch_add(1)) < chunks;) {
+      work(q, q * rows, std::min(batch, (q + 1) * rows));
+      progress->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  const int64_t helpers = std::min(threads, chunks) - 1;
+  for (int64_t p = 0; p < helpers; ++p) pool.Schedule(decltype(take_chunks)(take_chunks));
+  take_chunks();
+  while (progress->done.load(std::memory_order_acquire) < chunks)
+    std::this_thread::yield();
 }
 
 // Copies [x_t, h_prev] of rows [begin, end) into xh [end - begin, F + H].
@@ -273,21 +311,23 @@ Shape ShapeOf(const Buffer& xs, const Buffer& h0) {
   return {x[0], x[1], x[2], h0.dimensions()[1]};
 }
 
-ffi::Error Forward(Buffer xs, Buffer h0, Buffer c0, Buffer w, Buffer b,
-                   Result hs, Result cs, Result acts, int64_t threads) {
+ffi::Error Forward(ffi::ThreadPool pool, Buffer xs, Buffer h0, Buffer c0,
+                   Buffer w, Buffer b, Result hs, Result cs, Result acts,
+                   int64_t threads) {
   const Shape s = ShapeOf(xs, h0);
-  ForEachChunk(s, threads, [&](int64_t, int64_t begin, int64_t end) {
+  auto work = [&](int64_t, int64_t begin, int64_t end) {
     ForwardRows(s, xs.typed_data(), h0.typed_data(), c0.typed_data(),
                 w.typed_data(), b.typed_data(), hs->typed_data(),
                 cs->typed_data(), acts->typed_data(), begin, end);
-  });
+  };
+  ForEachChunk(s, threads, pool, work);
   return ffi::Error::Success();
 }
 
-ffi::Error Backward(Buffer xs, Buffer h0, Buffer c0, Buffer w, Buffer hs,
-                    Buffer cs, Buffer acts, Buffer dhs, Buffer dc_last,
-                    Result dxs, Result dh0, Result dc0, Result dw, Result db,
-                    int64_t threads) {
+ffi::Error Backward(ffi::ThreadPool pool, Buffer xs, Buffer h0, Buffer c0,
+                    Buffer w, Buffer hs, Buffer cs, Buffer acts, Buffer dhs,
+                    Buffer dc_last, Result dxs, Result dh0, Result dc0,
+                    Result dw, Result db, int64_t threads) {
   const Shape s = ShapeOf(xs, h0);
   const int64_t K = s.width(), G = s.gates();
   // Padded to whole vectors: no scalar tail in d @ w^T.
@@ -299,14 +339,15 @@ ffi::Error Backward(Buffer xs, Buffer h0, Buffer c0, Buffer w, Buffer hs,
 
   const int64_t per_chunk = K * G + G;
   std::vector<float> partial(s.chunks() * per_chunk, 0.0f);
-  ForEachChunk(s, threads, [&](int64_t q, int64_t begin, int64_t end) {
+  auto work = [&](int64_t q, int64_t begin, int64_t end) {
     float* dw_chunk = &partial[q * per_chunk];
     BackwardRows(s, xs.typed_data(), h0.typed_data(), c0.typed_data(),
                  wt.data(), width_padded, hs.typed_data(), cs.typed_data(),
                  acts.typed_data(), dhs.typed_data(), dc_last.typed_data(),
                  dxs->typed_data(), dh0->typed_data(), dc0->typed_data(),
                  dw_chunk, dw_chunk + K * G, begin, end);
-  });
+  };
+  ForEachChunk(s, threads, pool, work);
 
   float* sum = dw->typed_data();  // dw and db, summed in chunk order
   std::memcpy(sum, partial.data(), K * G * sizeof(float));
@@ -323,6 +364,7 @@ ffi::Error Backward(Buffer xs, Buffer h0, Buffer c0, Buffer w, Buffer hs,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmForward, Forward,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<Buffer>()  // xs
                                   .Arg<Buffer>()  // h0
                                   .Arg<Buffer>()  // c0
@@ -335,6 +377,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmForward, Forward,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmBackward, Backward,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<Buffer>()  // xs
                                   .Arg<Buffer>()  // h0
                                   .Arg<Buffer>()  // c0
