@@ -51,8 +51,18 @@ def _compile(compiler: str) -> Path:
     version = subprocess.run(
         [compiler, "--version"], capture_output=True, text=True, check=True
     ).stdout
+    # The macros the compiler predefines for this CPU (__AVX512F__ and the
+    # like): a library built for another CPU, in a cache shared with it,
+    # is not loaded here.
+    target = subprocess.run(
+        [compiler, *FLAGS, "-x", "c++", "-E", "-dM", "-"],
+        input="",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     digest = hashlib.sha256()
-    for part in (SOURCE.read_text(), " ".join(command), version):
+    for part in (SOURCE.read_text(), " ".join(command), version, target):
         digest.update(part.encode())
     digest.update(jaxlib.__version__.encode())
     library = cache_dir() / f"lstm-{digest.hexdigest()[:16]}.so"
