@@ -161,23 +161,29 @@ def generate(model: Seq2Seq, context: Array, horizon: int) -> Array:
     return model.generate(context, horizon)
 
 
+@functools.partial(jax.jit, static_argnums=2)
+def generate_batches(model: Seq2Seq, contexts: Array, horizon: int) -> Array:
+    """`generate` over batches of windows [n, batch, in_len] -> forecasts
+    [n, batch, horizon], one batch after another in one call."""
+    return jax.lax.map(lambda batch: model.generate(batch, horizon), contexts)
+
+
 def forecast_windows(
     model: Seq2Seq, contexts: np.ndarray, horizon: int, batch_size: int
 ) -> np.ndarray:
     """`generate` over many windows [n, in_len] -> [n, horizon], numpy.
 
-    Windows go in batches of `batch_size`, the last one padded, so that
-    the generator compiles once per horizon.
+    Windows go in batches of `batch_size`, the last one padded, all in
+    one call of `generate_batches`.
     """
-    outputs = []
-    for start in range(0, len(contexts), batch_size):
-        batch = contexts[start : start + batch_size]
-        pad = np.repeat(batch[-1:], batch_size - len(batch), axis=0)
-        padded = jnp.asarray(np.concatenate([batch, pad]), jnp.float32)
-        outputs.append(
-            np.asarray(generate(model, padded, horizon))[: len(batch)]
-        )
-    return np.concatenate(outputs)
+    count = len(contexts)
+    batches = math.ceil(count / batch_size)
+    pad = np.repeat(contexts[-1:], batches * batch_size - count, axis=0)
+    padded = np.concatenate([contexts, pad]).reshape(batches, batch_size, -1)
+    forecasts = generate_batches(
+        model, jnp.asarray(padded, jnp.float32), horizon
+    )
+    return np.asarray(forecasts).reshape(-1, horizon)[:count]
 
 
 @jax.jit
