@@ -15,6 +15,7 @@ from modelBlocks import (
     Carries,
     Decoder,
     Encoder,
+    FreeRunningDecoder,
     TeacherForcedDecoder,
     denormalize,
     normalize,
@@ -224,6 +225,14 @@ class Seq2Seq(struct.PyTreeNode):
         Returns:
           [batch, steps] normalized values.
         """
+        if uses_fused_kernel(self.config):
+            decoder = _module(
+                FreeRunningDecoder,
+                hidden=self.config.decoder_hidden,
+                layers=self.config.layers,
+            )
+            params = {"params": self.decoder.params}
+            return decoder.apply(params, carries, first, steps)
 
         def step(state, _):
             carries, previous = state

@@ -19,7 +19,6 @@ import orbax.checkpoint as ocp
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
-import kernels
 import metrics
 import parallel
 import plots
@@ -89,7 +88,7 @@ def make_windows(config: Config, splits: Splits) -> dict[str, WindowDataset]:
 
 
 # Fields that change how a run is carried out, not what it computes.
-NOT_COMPARED = ("num_workers", "checkpoint_every", "devices")
+NOT_COMPARED = ("num_workers", "checkpoint_every", "devices", "kernel")
 
 
 def check_same_config(directory: Path, config: Config, saved: Config) -> None:
@@ -721,9 +720,6 @@ def run_in_threads(
     if jobs <= 1 or len(calls) <= 1:
         return [call() for call in calls]
     STOP.clear()
-    # The cores are shared among the runs, not each run's kernel calls.
-    jobs = min(jobs, len(calls))
-    kernels.set_threads(max(1, kernels.usable_cores() // jobs))
     pool = futures.ThreadPoolExecutor(jobs)
     submitted = [pool.submit(call) for call in calls]
     try:
@@ -738,7 +734,6 @@ def run_in_threads(
                 future.cancel()
         pool.shutdown(wait=True)
         STOP.clear()
-        kernels.set_threads(0)
     raised = [f.exception() for f in submitted if not f.cancelled()]
     errors = [e for e in raised if e and not isinstance(e, Stopped)]
     for error in errors[1:]:

@@ -3,10 +3,13 @@
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen.recurrent import DenseParams
 
+import kernels
 from modelUtils import (
     BiLSTMLayer,
     Carry,
+    LSTMCellParams,
     LSTMLayer,
     OneMatmulLSTMCell,
     run_lstm,
@@ -100,6 +103,31 @@ class TeacherForcedDecoder(nn.Module):
             new_carries.append(carry)
         change = nn.Dense(1, name="head")(x)[..., 0]
         return tuple(new_carries), inputs + change
+
+
+class FreeRunningDecoder(nn.Module):
+    """The decoder run free for `steps` steps by the fused kernel.
+
+    It has `Decoder`'s parameters and computes what `Decoder` computes
+    step by step when each prediction is fed back as the next input, in
+    one call (`kernels.lstm_decode`), which is not differentiable.
+    """
+
+    hidden: int
+    layers: int = 1
+
+    @nn.compact
+    def __call__(self, carries: Carries, first: Array, steps: int) -> Array:
+        """Carries, one per layer, and the last known value [batch] ->
+        the predictions [batch, steps]."""
+        x = first[:, None]
+        cells = []
+        for k, carry in enumerate(carries):
+            cell = LSTMCellParams(self.hidden, name=f"lstm_{k}")
+            cells.append(cell(carry, x))
+            x = carry[1]  # the next cell's input has the shape of this h
+        head = DenseParams(1, name="head")(x)
+        return kernels.lstm_decode(carries, cells, head, first, steps)
 
 
 def normalize(context: Array, std_floor: float) -> tuple[Array, Array, Array]:

@@ -117,6 +117,18 @@ class FusedLSTM(OneMatmulLSTMCell):
         return kernels.lstm_sequence(inputs, carry, kernel, bias)
 
 
+class LSTMCellParams(OneMatmulLSTMCell):
+    """The cell's parameters alone, as the fused kernels take them.
+
+    Call it with the cell's carry and inputs (for their shapes); returns
+    `kernel_and_bias`.
+    """
+
+    @nn.compact
+    def __call__(self, carry: Carry, inputs: Array) -> tuple[Array, Array]:
+        return self.kernel_and_bias(inputs, carry[1])
+
+
 def run_lstm(
     hidden: int,
     name: str,

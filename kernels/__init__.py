@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax
@@ -106,35 +107,14 @@ def available() -> bool:
             error,
         )
         return False
-    for name in ("LstmForward", "LstmBackward"):
+    for name in ("LstmForward", "LstmBackward", "LstmDecode"):
         jax.ffi.register_ffi_target(
             name, jax.ffi.pycapsule(getattr(library, name)), platform="cpu"
         )
     return True
 
 
-def usable_cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-_thread_count = 0  # 0: one per usable core
-
-
-def set_threads(count: int) -> None:
-    """Caps the threads of each kernel call at `count` (0: one per core),
-    as for runs side by side. A function already traced keeps its count;
-    the results are the same whatever the count."""
-    global _thread_count
-    _thread_count = count
-
-
-def _threads() -> int:
-    return _thread_count or usable_cores()
-
-
-def _forward(xs, carry, kernel, bias):
+def _forward(xs, carry, kernel, bias, threads):
     """The kernel's forward call on time-major xs [time, batch, features]:
     hs and cs [time, batch, hidden] and the activated gates."""
     c0, h0 = carry
@@ -145,22 +125,22 @@ def _forward(xs, carry, kernel, bias):
     call = jax.ffi.ffi_call(
         "LstmForward", (states, states, gates), vmap_method="sequential"
     )
-    return call(xs, h0, c0, kernel, bias, threads=_threads())
+    return call(xs, h0, c0, kernel, bias, threads=threads)
 
 
-@jax.custom_vjp
-def _time_major_lstm(xs, carry, kernel, bias):
-    hs, cs, _ = _forward(xs, carry, kernel, bias)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _time_major_lstm(xs, carry, kernel, bias, threads):
+    hs, cs, _ = _forward(xs, carry, kernel, bias, threads)
     return (cs[-1], hs[-1]), hs
 
 
-def _time_major_lstm_forward(xs, carry, kernel, bias):
-    hs, cs, gates = _forward(xs, carry, kernel, bias)
+def _time_major_lstm_forward(xs, carry, kernel, bias, threads):
+    hs, cs, gates = _forward(xs, carry, kernel, bias, threads)
     residuals = (xs, carry, kernel, hs, cs, gates)
     return ((cs[-1], hs[-1]), hs), residuals
 
 
-def _time_major_lstm_backward(residuals, gradients):
+def _time_major_lstm_backward(threads, residuals, gradients):
     xs, (c0, h0), kernel, hs, cs, gates = residuals
     (dc_last, dh_last), dhs = gradients
     dhs = dhs.at[-1].add(dh_last)  # the final h is also the last output
@@ -171,7 +151,7 @@ def _time_major_lstm_backward(residuals, gradients):
     ]
     call = jax.ffi.ffi_call("LstmBackward", shapes, vmap_method="sequential")
     dxs, dh0, dc0, dkernel, dbias = call(
-        xs, h0, c0, kernel, hs, cs, gates, dhs, dc_last, threads=_threads()
+        xs, h0, c0, kernel, hs, cs, gates, dhs, dc_last, threads=threads
     )
     return dxs, (dc0, dh0), dkernel, dbias
 
@@ -179,8 +159,12 @@ def _time_major_lstm_backward(residuals, gradients):
 _time_major_lstm.defvjp(_time_major_lstm_forward, _time_major_lstm_backward)
 
 
+def _float32(tree):
+    return jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), tree)
+
+
 def lstm_sequence(
-    inputs: Array, carry: Carry, kernel: Array, bias: Array
+    inputs: Array, carry: Carry, kernel: Array, bias: Array, *, threads=0
 ) -> tuple[Carry, Array]:
     """An LSTM over a whole sequence, as Flax's `nn.RNN` of an LSTM cell.
 
@@ -189,13 +173,55 @@ def lstm_sequence(
       carry: (c, h), each [batch, hidden]: the state before the first step.
       kernel: [features + hidden, 4 hidden], which multiplies [x, h] into
         the gates in the order i, f, g, o; bias: [4 hidden].
+      threads: how many threads share the batch's rows; 0, one per thread
+        of XLA's pool. The numbers do not depend on it.
 
     Returns:
       The final carry (c, h) and the outputs [batch, time, hidden].
     """
-    xs, carry, kernel, bias = jax.tree.map(
-        lambda a: jnp.asarray(a, jnp.float32),
-        (inputs.transpose(1, 0, 2), carry, kernel, bias),
+    xs, carry, kernel, bias = _float32(
+        (inputs.transpose(1, 0, 2), carry, kernel, bias)
     )
-    carry, hs = _time_major_lstm(xs, carry, kernel, bias)
+    carry, hs = _time_major_lstm(xs, carry, kernel, bias, threads)
     return carry, hs.transpose(1, 0, 2)
+
+
+def lstm_decode(
+    carries: Sequence[Carry],
+    cells: Sequence[tuple[Array, Array]],
+    head: tuple[Array, Array],
+    first: Array,
+    steps: int,
+    *,
+    threads=0,
+) -> Array:
+    """Free-running decoding by a stack of LSTM cells and a linear head.
+
+    Each step runs the cells, bottom first, on the previous value; the
+    head maps the top cell's h to the change from that value, and the
+    sum is the step's prediction and the next step's input. Not
+    differentiable: training decodes teacher-forced or step by step.
+
+    Args:
+      carries: (c, h) of each cell before the first step, [batch, hidden].
+      cells: each cell's kernel [features + hidden, 4 hidden] and bias
+        [4 hidden], as `lstm_sequence` takes them; features is 1 for the
+        bottom cell and hidden for the others.
+      head: its kernel [hidden, 1] and bias [1].
+      first: [batch], the value before the first step.
+      steps: how many values to make.
+      threads: as for `lstm_sequence`.
+
+    Returns:
+      The predictions [batch, steps].
+    """
+    buffers = []
+    for (c, h), (kernel, bias) in zip(carries, cells, strict=True):
+        buffers += [c, h, kernel, bias]
+    head_kernel, head_bias = head
+    values = jax.ShapeDtypeStruct((first.shape[0], steps), jnp.float32)
+    call = jax.ffi.ffi_call("LstmDecode", values, vmap_method="sequential")
+    return call(
+        *_float32((first, head_kernel[:, 0], head_bias, *buffers)),
+        threads=threads,
+    )

@@ -70,7 +70,8 @@ void AddRowsTimesMatrix(const float* a, int64_t lda, const float* m,
       }
     }
     for (int r = 0; r < rows; ++r)
-      for (int v = 0; v < 4; ++v) Store(out + r * ldo + j + v * kLanes, acc[r][v]);
+      for (int v = 0; v < 4; ++v)
+        Store(out + r * ldo + j + v * kLanes, acc[r][v]);
   }
   for (; j + kLanes <= end; j += kLanes) {
     Vec acc[rows];
@@ -197,8 +198,9 @@ struct Shape {
 };
 
 // Calls work(chunk, first_row, end_row) for every chunk: on this thread
-// and on up to threads - 1 tasks of XLA's own pool, which take chunks
-// as they come free. A task the pool starts late finds none left.
+// and on up to threads - 1 tasks of XLA's own pool (threads 0: one per
+// thread of the pool), which take chunks as they come free. A task the
+// pool starts late, busy with a run beside this one, finds none left.
 template <typename Work>
 void ForEachChunk(const Shape& s, int64_t threads, ffi::ThreadPool& pool,
                   Work& work) {
@@ -213,8 +215,10 @@ void ForEachChunk(const Shape& s, int64_t threads, ffi::ThreadPool& pool,
       progress->done.fetch_add(1, std::memory_order_release);
     }
   };
+  if (threads <= 0) threads = std::max<int64_t>(1, pool.num_threads());
   const int64_t helpers = std::min(threads, chunks) - 1;
-  for (int64_t p = 0; p < helpers; ++p) pool.Schedule(decltype(take_chunks)(take_chunks));
+  for (int64_t p = 0; p < helpers; ++p)
+    pool.Schedule(decltype(take_chunks)(take_chunks));
   take_chunks();
   while (progress->done.load(std::memory_order_acquire) < chunks)
     std::this_thread::yield();
@@ -303,6 +307,63 @@ void BackwardRows(const Shape& s, const float* xs, const float* h0,
   }
 }
 
+// One layer of a decoder: its state before the first step, c0 and h0
+// [B, H], and its kernel w [F + H, 4H] and bias b [4H].
+struct DecoderLayer {
+  const float *c0, *h0, *w, *b;
+  int64_t features;
+};
+
+// Free-running decoding of rows [begin, end) for `steps` steps: each step
+// runs the layers, bottom first, from the previous value, and the head
+// adds head_w . h_top + head_b to that value, which is the step's
+// prediction (values [B, steps]) and the next step's input.
+void DecodeRows(const Shape& s, const std::vector<DecoderLayer>& layers,
+                const float* first, const float* head_w, float head_b,
+                float* values, int64_t begin, int64_t end) {
+  const int64_t H = s.hidden, G = s.gates(), rows = end - begin;
+  const int64_t depth = static_cast<int64_t>(layers.size());
+  int64_t widest = 0;
+  for (const DecoderLayer& layer : layers)
+    widest = std::max(widest, layer.features);
+  std::vector<float> c(depth * rows * H), h(depth * rows * H),
+      xh(rows * (widest + H)), pre(rows * G), acts(G), c_new(H),
+      previous(first + begin, first + end);
+  for (int64_t k = 0; k < depth; ++k)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t from = (begin + r) * H, to = (k * rows + r) * H;
+      std::memcpy(&c[to], layers[k].c0 + from, H * sizeof(float));
+      std::memcpy(&h[to], layers[k].h0 + from, H * sizeof(float));
+    }
+
+  for (int64_t t = 0; t < s.time; ++t) {
+    const float* x = previous.data();  // [rows, F], F = 1 at the bottom
+    for (int64_t k = 0; k < depth; ++k) {
+      const int64_t F = layers[k].features, K = F + H;
+      float* ck = &c[k * rows * H];
+      float* hk = &h[k * rows * H];
+      for (int64_t r = 0; r < rows; ++r) {
+        std::memcpy(&xh[r * K], x + r * F, F * sizeof(float));
+        std::memcpy(&xh[r * K + F], hk + r * H, H * sizeof(float));
+      }
+      AddMatmul(rows, xh.data(), K, layers[k].w, K, G, layers[k].b,
+                pre.data(), G);
+      for (int64_t r = 0; r < rows; ++r) {
+        ForwardGates(&pre[r * G], ck + r * H, acts.data(), c_new.data(),
+                     hk + r * H, H);
+        std::memcpy(ck + r * H, c_new.data(), H * sizeof(float));
+      }
+      x = hk;
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      float change = 0.0f;
+      for (int64_t u = 0; u < H; ++u) change += x[r * H + u] * head_w[u];
+      previous[r] += change + head_b;
+      values[(begin + r) * s.time + t] = previous[r];
+    }
+  }
+}
+
 using Buffer = ffi::Buffer<ffi::F32>;
 using Result = ffi::ResultBuffer<ffi::F32>;
 
@@ -360,6 +421,34 @@ ffi::Error Backward(ffi::ThreadPool pool, Buffer xs, Buffer h0, Buffer c0,
   return ffi::Error::Success();
 }
 
+// The layers come as four buffers each: c0, h0, w and b.
+ffi::Error Decode(ffi::ThreadPool pool, Buffer first, Buffer head_w,
+                  Buffer head_b, ffi::RemainingArgs layer_buffers,
+                  Result values, int64_t threads) {
+  if (layer_buffers.size() == 0 || layer_buffers.size() % 4 != 0)
+    return ffi::Error::InvalidArgument("four buffers a decoder layer");
+  std::vector<DecoderLayer> layers;
+  for (size_t at = 0; at < layer_buffers.size(); at += 4) {
+    auto c0 = layer_buffers.get<Buffer>(at);
+    auto h0 = layer_buffers.get<Buffer>(at + 1);
+    auto w = layer_buffers.get<Buffer>(at + 2);
+    auto b = layer_buffers.get<Buffer>(at + 3);
+    for (auto* part : {&c0, &h0, &w, &b})
+      if (part->has_error()) return part->error();
+    const int64_t hidden = h0->dimensions()[1];
+    layers.push_back({c0->typed_data(), h0->typed_data(), w->typed_data(),
+                      b->typed_data(), w->dimensions()[0] - hidden});
+  }
+  const int64_t batch = first.dimensions()[0];
+  const Shape s{values->dimensions()[1], batch, 1, head_w.dimensions()[0]};
+  auto work = [&](int64_t, int64_t begin, int64_t end) {
+    DecodeRows(s, layers, first.typed_data(), head_w.typed_data(),
+               head_b.typed_data()[0], values->typed_data(), begin, end);
+  };
+  ForEachChunk(s, threads, pool, work);
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmForward, Forward,
@@ -392,4 +481,14 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmBackward, Backward,
                                   .Ret<Buffer>()  // dc0
                                   .Ret<Buffer>()  // dw
                                   .Ret<Buffer>()  // db
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmDecode, Decode,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Buffer>()  // first
+                                  .Arg<Buffer>()  // head_w
+                                  .Arg<Buffer>()  // head_b
+                                  .RemainingArgs()  // c0, h0, w, b a layer
+                                  .Ret<Buffer>()  // values
                                   .Attr<int64_t>("threads"));

@@ -12,7 +12,7 @@ import pytest
 import experiment
 import RUN
 import TrainTest
-from config import Config
+from config import Config, InputError
 from Initializers import create_model
 
 TINY = [
@@ -71,6 +71,19 @@ def test_another_configuration_is_refused_naming_each_field(
     if flags[:2] == ["--encoder", "bi"]:
         assert "encoder: 'bi' asked for, 'uni' saved" in stderr
     assert snapshot(saved_run) == before
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"kernel": "scan"}, {"devices": 1}, {"num_workers": 2}],
+)
+def test_a_run_resumes_carried_out_another_way(tmp_path, changes):
+    saved = Config(dataset="sine")
+    experiment.check_same_config(tmp_path, saved.replace(**changes), saved)
+    with pytest.raises(InputError, match="hidden: 16 asked for, 64 saved"):
+        experiment.check_same_config(
+            tmp_path, saved.replace(hidden=16, **changes), saved
+        )
 
 
 def test_a_non_finite_loss_stops_naming_epoch_and_step(

@@ -18,7 +18,7 @@ import kernels
 from config import Config
 from Initializers import create_model
 from modelUtils import OneMatmulLSTMCell
-from TrainTest import loss_and_grads
+from TrainTest import forecast_windows, loss_and_grads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,7 +90,7 @@ def test_kernel_equals_flax_scan_of_the_cell(batch, time, features, hidden):
     jax.tree.map(close, result, expected)
 
 
-def test_kernel_outputs_do_not_depend_on_the_thread_count(monkeypatch):
+def test_kernel_outputs_do_not_depend_on_the_thread_count():
     batch, hidden = 150, 8  # three chunks of rows
     inputs = random_values(0, (batch, 5, 1))
     carry = (jnp.zeros((batch, hidden)), jnp.zeros((batch, hidden)))
@@ -98,17 +98,68 @@ def test_kernel_outputs_do_not_depend_on_the_thread_count(monkeypatch):
     bias = random_values(2, (4 * hidden,))
 
     def outputs_and_grads(threads: int):
-        monkeypatch.setattr(kernels, "_threads", lambda: threads)
-
         def loss(kernel, bias):
-            return scalar(*kernels.lstm_sequence(inputs, carry, kernel, bias))
+            run = kernels.lstm_sequence(
+                inputs, carry, kernel, bias, threads=threads
+            )
+            return scalar(*run)
 
-        # A new function each time: the thread count is fixed at tracing.
-        run = jax.jit(jax.value_and_grad(lambda *a: loss(*a), argnums=(0, 1)))
-        return run(kernel, bias)
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(kernel, bias)
 
     one, three = outputs_and_grads(1), outputs_and_grads(3)
     jax.tree.map(np.testing.assert_array_equal, one, three)
+
+
+def decoder_reference(carries, cells, head, first, steps):
+    """Free-running decoding by the cells of `OneMatmulLSTMCell`'s math."""
+    previous, outputs = first, []
+    for _ in range(steps):
+        x, new_carries = previous[:, None], []
+        for (c, h), (kernel, bias) in zip(carries, cells, strict=True):
+            gates = jnp.concatenate([x, h], axis=-1) @ kernel + bias
+            i, f, g, o = jnp.split(gates, 4, axis=-1)
+            c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
+            h = nn.sigmoid(o) * jnp.tanh(c)
+            new_carries.append((c, h))
+            x = h
+        carries = new_carries
+        previous = previous + (x @ head[0] + head[1])[:, 0]
+        outputs.append(previous)
+    return jnp.stack(outputs, axis=1)
+
+
+# Two layers, and a batch cut into chunks of rows with a partial one.
+@pytest.mark.parametrize("batch, hidden, layers", [(3, 8, 1), (67, 13, 2)])
+def test_decoder_kernel_equals_the_cells_step_by_step(batch, hidden, layers):
+    carries = [
+        (
+            random_values(10 + k, (batch, hidden)),
+            random_values(20 + k, (batch, hidden)),
+        )
+        for k in range(layers)
+    ]
+    cells = [
+        (
+            0.5
+            * random_values(
+                30 + k, ((1 if k == 0 else hidden) + hidden, 4 * hidden)
+            ),
+            random_values(40 + k, (4 * hidden,)),
+        )
+        for k in range(layers)
+    ]
+    head = (0.3 * random_values(5, (hidden, 1)), random_values(6, (1,)))
+    first = random_values(7, (batch,))
+
+    result = kernels.lstm_decode(carries, cells, head, first, 9)
+    expected = decoder_reference(carries, cells, head, first, 9)
+
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
+    for threads in (1, 3):
+        again = kernels.lstm_decode(
+            carries, cells, head, first, 9, threads=threads
+        )
+        np.testing.assert_array_equal(again, result)
 
 
 def test_a_nan_input_gives_nan_outputs():
@@ -157,6 +208,31 @@ def test_training_loss_and_gradients_equal_those_of_the_scan(changes):
     jax.tree.map(np.testing.assert_array_equal, results[0][0], results[1][0])
     close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6)
     jax.tree.map(close, results[0][1:], results[1][1:])
+
+
+@pytest.mark.parametrize(
+    "changes", [{}, {"encoder": "bi", "merge": "concat", "layers": 2}]
+)
+def test_forecasts_equal_those_of_the_scan(changes):
+    """Free-running forecasts over several chunks, in batches with a
+    padded last one, to 1e-5 of the series' scale."""
+    config = Config(hidden=8, in_len=8, out_len=4, batch_size=4, **changes)
+    contexts = np.sin(0.3 * np.arange(10)[:, None] + np.arange(8)[None])
+
+    forecasts = [
+        forecast_windows(
+            create_model(
+                config.replace(kernel=kernel), jax.random.PRNGKey(0), 10, 1e-3
+            ),
+            contexts,
+            horizon=11,
+            batch_size=4,
+        )
+        for kernel in ("fused", "scan")
+    ]
+
+    assert forecasts[0].shape == (10, 11)
+    np.testing.assert_allclose(*forecasts, rtol=1e-5, atol=1e-5)
 
 
 def test_without_a_compiler_the_model_runs_on_the_scan(tmp_path):
