@@ -159,6 +159,11 @@ def _time_major_lstm_backward(threads, residuals, gradients):
 _time_major_lstm.defvjp(_time_major_lstm_forward, _time_major_lstm_backward)
 
 
+def _require_kernel() -> None:
+    if not available():
+        raise RuntimeError("the fused LSTM kernel cannot run here")
+
+
 def _float32(tree):
     return jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), tree)
 
@@ -179,6 +184,7 @@ def lstm_sequence(
     Returns:
       The final carry (c, h) and the outputs [batch, time, hidden].
     """
+    _require_kernel()
     xs, carry, kernel, bias = _float32(
         (inputs.transpose(1, 0, 2), carry, kernel, bias)
     )
@@ -215,6 +221,7 @@ def lstm_decode(
     Returns:
       The predictions [batch, steps].
     """
+    _require_kernel()
     buffers = []
     for (c, h), (kernel, bias) in zip(carries, cells, strict=True):
         buffers += [c, h, kernel, bias]
