@@ -193,15 +193,10 @@ class Seq2Seq(struct.PyTreeNode):
           Predictions [batch, time], step i made from inputs[:, : i + 1].
         """
         if use_truth is None:
-            # Every input is known: each layer runs over the whole sequence.
-            decoder = _module(
-                TeacherForcedDecoder,
-                hidden=self.config.decoder_hidden,
-                layers=self.config.layers,
-                fused=uses_fused_kernel(self.config),
+            decoder = self._decoder_as(
+                TeacherForcedDecoder, fused=uses_fused_kernel(self.config)
             )
-            params = {"params": self.decoder.params}
-            return decoder.apply(params, carries, inputs)[1]
+            return decoder(carries, inputs)[1]
 
         def step(state, given):
             carries, predicted = state
@@ -213,6 +208,17 @@ class Seq2Seq(struct.PyTreeNode):
         state = (carries, inputs[:, 0])
         _, outputs = jax.lax.scan(step, state, (inputs.T, use_truth.T))
         return outputs.T
+
+    def _decoder_as(self, kind: type, **fields):
+        """The decoder's parameters applied by another module `kind`, one
+        that runs all its steps at once."""
+        module = _module(
+            kind,
+            hidden=self.config.decoder_hidden,
+            layers=self.config.layers,
+            **fields,
+        )
+        return functools.partial(module.apply, {"params": self.decoder.params})
 
     def decode_free(self, carries: Carries, first: Array, steps: int) -> Array:
         """Free-running decoding: each prediction is the next step's input.
@@ -226,13 +232,7 @@ class Seq2Seq(struct.PyTreeNode):
           [batch, steps] normalized values.
         """
         if uses_fused_kernel(self.config):
-            decoder = _module(
-                FreeRunningDecoder,
-                hidden=self.config.decoder_hidden,
-                layers=self.config.layers,
-            )
-            params = {"params": self.decoder.params}
-            return decoder.apply(params, carries, first, steps)
+            return self._decoder_as(FreeRunningDecoder)(carries, first, steps)
 
         def step(state, _):
             carries, previous = state

@@ -23,7 +23,10 @@ from Initializers import Seq2Seq, create_model
 log = logging.getLogger(__name__)
 
 Array = jax.Array
-Batch = dict[str, Array]  # context [B, in_len], target [B, out_len], mask [B]
+# context [B, in_len], target [B, out_len], mask [B]; inside the train
+# step also use_truth [B, out_len], drawn there and split over devices
+# with the rows.
+Batch = dict[str, Array]
 
 
 def teacher_forcing_ratio(config: Config, epoch: int) -> float:
@@ -174,9 +177,12 @@ def forecast_windows(
     """`generate` over many windows [n, in_len] -> [n, horizon], numpy.
 
     Windows go in batches of `batch_size`, the last one padded, all in
-    one call of `generate_batches`.
+    one call of `generate_batches` (compiled once for each number of
+    batches and horizon).
     """
     count = len(contexts)
+    if count == 0:
+        raise ValueError("forecast_windows: no windows to forecast")
     batches = math.ceil(count / batch_size)
     pad = np.repeat(contexts[-1:], batches * batch_size - count, axis=0)
     padded = np.concatenate([contexts, pad]).reshape(batches, batch_size, -1)

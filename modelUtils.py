@@ -13,7 +13,7 @@ from flax.linen.recurrent import DenseParams
 import kernels
 
 Array = jax.Array
-Carry = tuple[Array, Array]  # (c, h), each [batch, hidden]
+Carry = kernels.Carry  # (c, h), each [batch, hidden]
 Merge = Callable[[Array, Array], Array]
 
 
@@ -85,7 +85,7 @@ class OneMatmulLSTMCell(nn.OptimizedLSTMCell):
             param_dtype=self.param_dtype,
             bias_init=self.bias_init,
         )
-        kernels, biases = [], []
+        gate_kernels, gate_biases = [], []
         for gate in "ifgo":
             input_kernel, _ = holder(
                 use_bias=False, kernel_init=self.kernel_init, name=f"i{gate}"
@@ -95,11 +95,14 @@ class OneMatmulLSTMCell(nn.OptimizedLSTMCell):
                 kernel_init=self.recurrent_kernel_init,
                 name=f"h{gate}",
             )(h)
-            kernels.append(
+            gate_kernels.append(
                 jnp.concatenate([input_kernel, hidden_kernel], axis=0)
             )
-            biases.append(bias)
-        return jnp.concatenate(kernels, axis=-1), jnp.concatenate(biases)
+            gate_biases.append(bias)
+        return (
+            jnp.concatenate(gate_kernels, axis=-1),
+            jnp.concatenate(gate_biases),
+        )
 
 
 class FusedLSTM(OneMatmulLSTMCell):

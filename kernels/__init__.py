@@ -1,10 +1,11 @@
-"""A fused LSTM layer for the CPU: a whole sequence in one C++ call.
+"""Fused LSTM kernels for the CPU: a whole sequence in one C++ call.
 
 XLA runs an LSTM scan as some 30 small operations a time step, each with
-its own dispatch cost; `lstm.cc` runs the whole sequence, forward or
-backward, in one XLA FFI custom call. It is compiled for this machine on
-first use (a few seconds, with the C++ compiler `$CXX` or `c++`) and
-cached under `~/.cache/lstm-seq2seq-forecaster/`.
+its own dispatch cost; `lstm.cc` runs a layer over the whole sequence,
+forward or backward, or the whole free-running decoder, in one XLA FFI
+custom call. It is compiled for this machine on first use (a few
+seconds, with the C++ compiler `$CXX` or `c++`) and cached under
+`~/.cache/lstm-seq2seq-forecaster/`.
 """
 
 import ctypes
@@ -15,6 +16,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,12 +44,14 @@ FLAGS = (
 
 
 def cache_dir() -> Path:
+    """Where built libraries are kept, one per source, flags and CPU."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "lstm-seq2seq-forecaster"
 
 
 def _compile(compiler: str) -> Path:
-    """The shared library for this source, compiler and jaxlib; built once."""
+    """The shared library for this source, compiler, flags, CPU (the
+    compiler's predefined macros) and jaxlib; built once."""
     command = [compiler, *FLAGS, "-I", jax.ffi.include_dir()]
     version = subprocess.run(
         [compiler, "--version"], capture_output=True, text=True, check=True
@@ -89,14 +93,28 @@ def _compile(compiler: str) -> Path:
     return library
 
 
-@functools.cache
+_LOCK = threading.Lock()  # runs of RUN.py start side by side in threads
+
+
 def available() -> bool:
-    """Whether the fused kernel can run here: a CPU backend and a C++
-    compiler that builds it. Says why not, once, if it cannot."""
-    if jax.default_backend() != "cpu":
-        return False
-    compiler = os.environ.get("CXX", "c++")
+    """Whether the fused kernels can run here: a CPU backend and a C++
+    compiler that builds them. Says why not, once, if they cannot."""
+    return unavailable_reason() is None
+
+
+def unavailable_reason() -> str | None:
+    """Why the fused kernels cannot run here, or None if they can. The
+    first call builds (or finds) the library and registers its kernels."""
+    with _LOCK:
+        return _load()
+
+
+@functools.cache
+def _load() -> str | None:
     try:
+        if jax.default_backend() != "cpu":
+            raise RuntimeError(f"JAX runs on {jax.default_backend()}, not CPU")
+        compiler = os.environ.get("CXX", "c++")
         if shutil.which(compiler) is None:
             raise RuntimeError(f"no C++ compiler {compiler!r} found")
         library = ctypes.cdll.LoadLibrary(str(_compile(compiler)))
@@ -106,24 +124,25 @@ def available() -> bool:
             "as XLA scans instead",
             error,
         )
-        return False
+        return str(error)
     for name in ("LstmForward", "LstmBackward", "LstmDecode"):
         jax.ffi.register_ffi_target(
             name, jax.ffi.pycapsule(getattr(library, name)), platform="cpu"
         )
-    return True
+    return None
 
 
 def _forward(xs, carry, kernel, bias, threads):
     """The kernel's forward call on time-major xs [time, batch, features]:
-    hs and cs [time, batch, hidden] and the activated gates."""
+    hs and cs [time, batch, hidden] and acts [time, batch, 4 hidden], the
+    activated gates."""
     c0, h0 = carry
     time, batch, _ = xs.shape
     hidden = h0.shape[-1]
     states = jax.ShapeDtypeStruct((time, batch, hidden), jnp.float32)
-    gates = jax.ShapeDtypeStruct((time, batch, 4 * hidden), jnp.float32)
+    acts = jax.ShapeDtypeStruct((time, batch, 4 * hidden), jnp.float32)
     call = jax.ffi.ffi_call(
-        "LstmForward", (states, states, gates), vmap_method="sequential"
+        "LstmForward", (states, states, acts), vmap_method="sequential"
     )
     return call(xs, h0, c0, kernel, bias, threads=threads)
 
@@ -135,13 +154,13 @@ def _time_major_lstm(xs, carry, kernel, bias, threads):
 
 
 def _time_major_lstm_forward(xs, carry, kernel, bias, threads):
-    hs, cs, gates = _forward(xs, carry, kernel, bias, threads)
-    residuals = (xs, carry, kernel, hs, cs, gates)
+    hs, cs, acts = _forward(xs, carry, kernel, bias, threads)
+    residuals = (xs, carry, kernel, hs, cs, acts)
     return ((cs[-1], hs[-1]), hs), residuals
 
 
 def _time_major_lstm_backward(threads, residuals, gradients):
-    xs, (c0, h0), kernel, hs, cs, gates = residuals
+    xs, (c0, h0), kernel, hs, cs, acts = residuals
     (dc_last, dh_last), dhs = gradients
     dhs = dhs.at[-1].add(dh_last)  # the final h is also the last output
     shapes = [jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in (xs, h0, c0)]
@@ -151,7 +170,7 @@ def _time_major_lstm_backward(threads, residuals, gradients):
     ]
     call = jax.ffi.ffi_call("LstmBackward", shapes, vmap_method="sequential")
     dxs, dh0, dc0, dkernel, dbias = call(
-        xs, h0, c0, kernel, hs, cs, gates, dhs, dc_last, threads=threads
+        xs, h0, c0, kernel, hs, cs, acts, dhs, dc_last, threads=threads
     )
     return dxs, (dc0, dh0), dkernel, dbias
 
@@ -160,8 +179,12 @@ _time_major_lstm.defvjp(_time_major_lstm_forward, _time_major_lstm_backward)
 
 
 def _require_kernel() -> None:
-    if not available():
-        raise RuntimeError("the fused LSTM kernel cannot run here")
+    reason = unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(
+            f"the fused LSTM kernel cannot run here ({reason}); "
+            'kernel="scan" runs the LSTM layers as XLA scans'
+        )
 
 
 def _float32(tree):
@@ -169,7 +192,7 @@ def _float32(tree):
 
 
 def lstm_sequence(
-    inputs: Array, carry: Carry, kernel: Array, bias: Array, *, threads=0
+    inputs: Array, carry: Carry, kernel: Array, bias: Array, *, threads: int = 0
 ) -> tuple[Carry, Array]:
     """An LSTM over a whole sequence, as Flax's `nn.RNN` of an LSTM cell.
 
@@ -199,7 +222,7 @@ def lstm_decode(
     first: Array,
     steps: int,
     *,
-    threads=0,
+    threads: int = 0,
 ) -> Array:
     """Free-running decoding by a stack of LSTM cells and a linear head.
 

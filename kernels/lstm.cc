@@ -1,5 +1,6 @@
-// One LSTM layer over a whole sequence, forward and backward, as two XLA
-// FFI custom calls for the CPU.
+// LSTM kernels for the CPU, as XLA FFI custom calls: one layer over a
+// whole sequence, forward (LstmForward) and backward (LstmBackward), and
+// a stack of cells with a linear head decoding free-running (LstmDecode).
 //
 // Arrays are time-major and row-major: xs [T, B, F], hs and cs [T, B, H],
 // acts [T, B, 4H] (the activated gates i, f, g, o, as Flax orders them).
@@ -13,9 +14,10 @@
 
 #include <algorithm>
 #include <atomic>
-#include <memory>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -134,6 +136,7 @@ inline float Exp(float x) {
   x = x > 88.3f ? 88.3f : x;
   float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
   x = x - n * 0.693359375f + n * 2.12194440e-4f;
+  n = n == n ? n : 0.0f;  // converting a NaN to int is undefined
   float y = 1.9875691500e-4f;
   y = y * x + 1.3981999507e-3f;
   y = y * x + 8.3334519073e-3f;
@@ -426,7 +429,10 @@ ffi::Error Decode(ffi::ThreadPool pool, Buffer first, Buffer head_w,
                   Buffer head_b, ffi::RemainingArgs layer_buffers,
                   Result values, int64_t threads) {
   if (layer_buffers.size() == 0 || layer_buffers.size() % 4 != 0)
-    return ffi::Error::InvalidArgument("four buffers a decoder layer");
+    return ffi::Error::InvalidArgument(
+        "LstmDecode: c0, h0, w and b for each layer, got " +
+        std::to_string(layer_buffers.size()) + " buffers");
+  const int64_t head_hidden = head_w.dimensions()[0];
   std::vector<DecoderLayer> layers;
   for (size_t at = 0; at < layer_buffers.size(); at += 4) {
     auto c0 = layer_buffers.get<Buffer>(at);
@@ -436,11 +442,15 @@ ffi::Error Decode(ffi::ThreadPool pool, Buffer first, Buffer head_w,
     for (auto* part : {&c0, &h0, &w, &b})
       if (part->has_error()) return part->error();
     const int64_t hidden = h0->dimensions()[1];
+    if (hidden != head_hidden)
+      return ffi::Error::InvalidArgument(
+          "LstmDecode: every layer's hidden size must be the head's, " +
+          std::to_string(head_hidden) + ", got " + std::to_string(hidden));
     layers.push_back({c0->typed_data(), h0->typed_data(), w->typed_data(),
                       b->typed_data(), w->dimensions()[0] - hidden});
   }
   const int64_t batch = first.dimensions()[0];
-  const Shape s{values->dimensions()[1], batch, 1, head_w.dimensions()[0]};
+  const Shape s{values->dimensions()[1], batch, 1, head_hidden};
   auto work = [&](int64_t, int64_t begin, int64_t end) {
     DecodeRows(s, layers, first.typed_data(), head_w.typed_data(),
                head_b.typed_data()[0], values->typed_data(), begin, end);
