@@ -5,7 +5,7 @@ import functools
 import logging
 import math
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,14 @@ Array = jax.Array
 # step also use_truth [B, out_len], drawn there and split over devices
 # with the rows.
 Batch = dict[str, Array]
+
+# Rows times LSTM units one forward and backward pass takes at most (128
+# rows at hidden 64): a larger batch goes in passes, their losses and
+# gradients summed. XLA keeps a program's temporaries in one block, and
+# past 64 MB glibc maps such a block afresh at every call (on a thread
+# other than the main one): at batch 512 and hidden 64, some 13,000 page
+# faults a step.
+PASS_SIZE = 8192
 
 
 def teacher_forcing_ratio(config: Config, epoch: int) -> float:
@@ -82,7 +90,9 @@ def loss_and_grads(
     backward pass over its rows of the batch, sharded over the mesh, and
     the gradients are summed across devices once. The numbers are those
     of one device, to float rounding, but with dropout, whose masks (and
-    so the run) depend on the device count.
+    so the run) depend on the device count. So are those of a batch (or
+    a device's rows) of more than `pass_rows` rows, which goes in passes
+    one after another.
     """
     step_key = jax.random.fold_in(key, model.encoder.step)
     dropout_key, sampling_key = jax.random.split(step_key)
@@ -95,18 +105,14 @@ def loss_and_grads(
     # the loss then sum to the batch's mean.
     window_count = jnp.maximum(jnp.sum(batch["mask"]), 1.0)
     split = mesh is not None and mesh.size > 1
+    most_rows = pass_rows(model.config)
 
-    def on_rows(params, rows: Batch):
-        device_key = dropout_key
-        if split:  # each device draws its own dropout masks
-            index = jax.lax.axis_index(parallel.AXIS)
-            device_key = jax.random.fold_in(dropout_key, index)
-
+    def loss_and_grads_of(params, rows: Batch, key: Array):
         def loss_fn(params):
             prediction, target = model.with_params(params).teacher_forced(
                 rows["context"],
                 rows["target"],
-                dropout_key=device_key,
+                dropout_key=key,
                 use_truth=rows.get("use_truth"),
             )
             per_window = jnp.mean((prediction - target) ** 2, axis=-1)
@@ -114,12 +120,55 @@ def loss_and_grads(
 
         return jax.value_and_grad(loss_fn)(params)
 
+    def on_rows(params, rows: Batch):
+        device_key = dropout_key
+        if split:  # each device draws its own dropout masks
+            index = jax.lax.axis_index(parallel.AXIS)
+            device_key = jax.random.fold_in(dropout_key, index)
+        return in_passes(loss_and_grads_of, params, rows, device_key, most_rows)
+
     if not split:
         return on_rows(model.params, batch)
     # Left to jit, the partitioner would sum the weight gradients across
     # devices inside the backward loops, once a time step.
     on_devices = parallel.sum_over_devices(on_rows, mesh)
     return on_devices(model.params, batch)
+
+
+def pass_rows(config: Config) -> int:
+    """The most rows of a batch that one pass of the train step takes."""
+    return max(1, PASS_SIZE // config.decoder_hidden)
+
+
+def in_passes(
+    loss_and_grads_of: Callable, params, rows: Batch, key: Array, most: int
+) -> tuple[Array, Any]:
+    """`loss_and_grads_of(params, rows, key)` summed over passes of at most
+    `most` rows, one after another; the last pass is padded with masked
+    copies of the last row. Each pass folds its number into `key`.
+    """
+    count = rows["mask"].shape[0]
+    passes = -(-count // most)
+    if passes == 1:
+        return loss_and_grads_of(params, rows, key)
+    size = -(-count // passes)
+
+    def cut(name, a):
+        padding = jnp.zeros_like if name == "mask" else lambda a: a
+        pad = jnp.repeat(padding(a[-1:]), passes * size - count, axis=0)
+        return jnp.concatenate([a, pad]).reshape(passes, size, *a.shape[1:])
+
+    parts = {name: cut(name, a) for name, a in rows.items()}
+
+    def add(total, part):
+        index, rows = part
+        result = loss_and_grads_of(params, rows, jax.random.fold_in(key, index))
+        return jax.tree.map(jnp.add, total, result), None
+
+    shapes = jax.eval_shape(loss_and_grads_of, params, rows, key)
+    zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    total, _ = jax.lax.scan(add, zero, (jnp.arange(passes), parts))
+    return total
 
 
 class NonFiniteLossError(FloatingPointError):

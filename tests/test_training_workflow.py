@@ -20,6 +20,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 import metrics
 import RUN
+import TrainTest
 from config import Config
 from Dataloader import WindowDataset, load_dataset
 from Initializers import Seq2Seq, create_model, make_optimizer, make_schedule
@@ -151,6 +152,31 @@ def test_train_step_with_ratio_zero_has_the_free_running_loss():
         *model.teacher_forced(batch["context"], batch["target"])
     )
     assert float(out["loss"]) != pytest.approx(teacher_forced, 1e-3)
+
+
+@pytest.mark.parametrize("teacher_forcing", ["always", "linear"])
+def test_a_batch_in_passes_has_the_loss_and_gradients_of_one_pass(
+    teacher_forcing, monkeypatch
+):
+    config = MODEL_CONFIG.replace(teacher_forcing=teacher_forcing)
+    model = create_model(config, jax.random.PRNGKey(0), 100, STD_FLOOR)
+    batch = dict(sine_batch(20))
+    batch["mask"] = batch["mask"].at[5:8].set(0.0)  # masked rows stay out
+    key, ratio = jax.random.PRNGKey(1), jnp.float32(0.5)
+
+    def loss_and_grads(pass_size: int):
+        monkeypatch.setattr(TrainTest, "PASS_SIZE", pass_size)
+        run = functools.partial(TrainTest.loss_and_grads, model, batch)
+        return run(key, ratio), str(jax.make_jaxpr(run)(key, ratio))
+
+    one, one_program = loss_and_grads(8192)
+    # Hidden 8, 7 rows a pass: three passes, the last padded by one row.
+    passes, program = loss_and_grads(7 * 8)
+    assert "length=3" in program and "length=3" not in one_program
+
+    close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6)
+    jax.tree.map(close, passes, one)
+    assert float(one[0]) > 0
 
 
 def test_changing_the_truth_ratio_each_epoch_does_not_recompile():
