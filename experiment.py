@@ -893,4 +893,10 @@ def rerun_from_checkpoint(
         "config": config.to_json(),
     }
     write_json(run_dir / "metrics.json", metrics)
+    log.info(
+        "%s: restored epoch %s from %s, wrote forecasts, metrics and plots",
+        run_dir,
+        meta["epoch"],
+        checkpoint_dir,
+    )
     return metrics
