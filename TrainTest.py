@@ -90,9 +90,10 @@ def loss_and_grads(
     backward pass over its rows of the batch, sharded over the mesh, and
     the gradients are summed across devices once. The numbers are those
     of one device, to float rounding, but with dropout, whose masks (and
-    so the run) depend on the device count. So are those of a batch (or
-    a device's rows) of more than `pass_rows` rows, which goes in passes
-    one after another.
+    so the run) depend on the device count. A batch (or a device's
+    share) of more than `pass_rows(config)` rows goes in passes, one
+    after another, with the same numbers to float rounding, dropout
+    masks aside.
     """
     step_key = jax.random.fold_in(key, model.encoder.step)
     dropout_key, sampling_key = jax.random.split(step_key)
