@@ -166,8 +166,7 @@ def in_passes(
         result = loss_and_grads_of(params, rows, jax.random.fold_in(key, index))
         return jax.tree.map(jnp.add, total, result), None
 
-    shapes = jax.eval_shape(loss_and_grads_of, params, rows, key)
-    zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
     total, _ = jax.lax.scan(add, zero, (jnp.arange(passes), parts))
     return total
 
