@@ -93,7 +93,7 @@ class Config:
     seed: int = _field(0, "random seed: the same seed, the same numbers")
     num_workers: int = _field(0, "DataLoader worker processes")
     devices: int = _field(0, "devices to split each batch over; 0: all")
-    checkpoint_every: int = _field(10, "epochs between checkpoints")
+    checkpoint_every: int = _field(25, "epochs between checkpoints")
 
     def __post_init__(self):
         _check_config(self)

@@ -360,11 +360,13 @@ class Checkpoints:
     """Writes a run's checkpoints, of which the manager keeps the best
     epoch's and the latest.
 
-    Validation improves on most early epochs, and a save costs about half
-    an epoch: a best that is not due waits in memory (models are
-    immutable) until a later epoch is saved, and is dropped if a better
-    best comes first. A crash loses it with the epochs after the latest
-    checkpoint, which a resumed run trains again to the same numbers.
+    Validation improves on most early epochs, and a save costs 0.2-0.3 s
+    of CPU (orbax's threads, tensorstore, the files), as much as three
+    epochs of the default run: a best that is not due waits in memory
+    (models are immutable) until a later epoch is saved, and is dropped
+    if a better best comes first. A crash loses it with the epochs after
+    the latest checkpoint, which a resumed run trains again to the same
+    numbers.
     """
 
     def __init__(
