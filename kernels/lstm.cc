@@ -23,6 +23,10 @@
 
 #include "xla/ffi/api/ffi.h"
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace ffi = xla::ffi;
 
 namespace {
@@ -151,12 +155,64 @@ inline float Exp(float x) {
 inline float Sigmoid(float x) { return 1.0f / (1.0f + Exp(-x)); }
 inline float Tanh(float x) { return 2.0f / (1.0f + Exp(-2.0f * x)) - 1.0f; }
 
+#if defined(__AVX512F__)
+// Exp, Sigmoid and Tanh of 16 lanes, the scalar versions' steps (and
+// rounding: the results are the same bits) with one vscalefps for the
+// multiply by 2^n, where GCC's vectorization of the scalar code spends
+// five instructions and a guard against NaN. The clamps' operand order
+// keeps a NaN a NaN.
+inline __m512 Exp16(__m512 x) {
+  x = _mm512_max_ps(_mm512_set1_ps(-87.3f), x);
+  x = _mm512_min_ps(_mm512_set1_ps(88.3f), x);
+  const __m512 n = _mm512_roundscale_ps(
+      _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f),
+                      _mm512_set1_ps(0.5f)),
+      _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  x = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  x = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), x);
+  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+  for (float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f,
+                  1.6666665459e-1f, 5.0000001201e-1f})
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(c));
+  y = _mm512_fmadd_ps(_mm512_mul_ps(y, x), x, x);
+  return _mm512_scalef_ps(_mm512_add_ps(y, _mm512_set1_ps(1.0f)), n);
+}
+
+inline __m512 Sigmoid16(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  return _mm512_div_ps(one, _mm512_add_ps(one, Exp16(-x)));
+}
+
+inline __m512 Tanh16(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 e = Exp16(_mm512_mul_ps(_mm512_set1_ps(-2.0f), x));
+  return _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(one, e)) - one;
+}
+#endif
+
 // One row's step from its gate pre-activations p [4H]: writes the
 // activated gates a [4H] and the new cell c and hidden state h [H].
 void ForwardGates(const float* __restrict p, const float* __restrict c_prev,
                   float* __restrict a, float* __restrict c,
                   float* __restrict h, int64_t hidden) {
-  for (int64_t u = 0; u < hidden; ++u) {
+  int64_t u = 0;
+#if defined(__AVX512F__)
+  for (; u + kLanes <= hidden; u += kLanes) {
+    const __m512 i = Sigmoid16(_mm512_loadu_ps(p + u)),
+                 f = Sigmoid16(_mm512_loadu_ps(p + hidden + u)),
+                 g = Tanh16(_mm512_loadu_ps(p + 2 * hidden + u)),
+                 o = Sigmoid16(_mm512_loadu_ps(p + 3 * hidden + u));
+    const __m512 cu =
+        _mm512_fmadd_ps(f, _mm512_loadu_ps(c_prev + u), _mm512_mul_ps(i, g));
+    _mm512_storeu_ps(a + u, i);
+    _mm512_storeu_ps(a + hidden + u, f);
+    _mm512_storeu_ps(a + 2 * hidden + u, g);
+    _mm512_storeu_ps(a + 3 * hidden + u, o);
+    _mm512_storeu_ps(c + u, cu);
+    _mm512_storeu_ps(h + u, _mm512_mul_ps(o, Tanh16(cu)));
+  }
+#endif
+  for (; u < hidden; ++u) {
     float i = Sigmoid(p[u]), f = Sigmoid(p[hidden + u]),
           g = Tanh(p[2 * hidden + u]), o = Sigmoid(p[3 * hidden + u]);
     float cu = f * c_prev[u] + i * g;
