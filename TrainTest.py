@@ -235,9 +235,9 @@ def forecast_windows(
     batches = math.ceil(count / batch_size)
     pad = np.repeat(contexts[-1:], batches * batch_size - count, axis=0)
     padded = np.concatenate([contexts, pad]).reshape(batches, batch_size, -1)
-    forecasts = generate_batches(
-        model, jnp.asarray(padded, jnp.float32), horizon
-    )
+    # Handed to jit as numpy: placing it first (jnp.asarray) costs 2-4%.
+    padded = padded.astype(np.float32, copy=False)
+    forecasts = generate_batches(model, padded, horizon)
     return np.asarray(forecasts).reshape(-1, horizon)[:count]
 
 
