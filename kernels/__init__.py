@@ -125,7 +125,7 @@ def _load() -> str | None:
             error,
         )
         return str(error)
-    for name in ("LstmForward", "LstmBackward", "LstmDecode"):
+    for name in ("LstmForward", "LstmInfer", "LstmBackward", "LstmDecode"):
         jax.ffi.register_ffi_target(
             name, jax.ffi.pycapsule(getattr(library, name)), platform="cpu"
         )
@@ -147,10 +147,29 @@ def _forward(xs, carry, kernel, bias, threads):
     return call(xs, h0, c0, kernel, bias, threads=threads)
 
 
+def _infer(xs, carry, kernel, bias, threads):
+    """The forward call without residuals: hs and the last c, the same
+    numbers as `_forward`'s."""
+    c0, h0 = carry
+    time, batch, _ = xs.shape
+    hidden = h0.shape[-1]
+    call = jax.ffi.ffi_call(
+        "LstmInfer",
+        (
+            jax.ShapeDtypeStruct((time, batch, hidden), jnp.float32),
+            jax.ShapeDtypeStruct((batch, hidden), jnp.float32),
+        ),
+        vmap_method="sequential",
+    )
+    return call(xs, h0, c0, kernel, bias, threads=threads)
+
+
+# Outside differentiation JAX calls the function itself, which keeps no
+# residuals; under it, the forward rule, which does.
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def _time_major_lstm(xs, carry, kernel, bias, threads):
-    hs, cs, _ = _forward(xs, carry, kernel, bias, threads)
-    return (cs[-1], hs[-1]), hs
+    hs, c_last = _infer(xs, carry, kernel, bias, threads)
+    return (c_last, hs[-1]), hs
 
 
 def _time_major_lstm_forward(xs, carry, kernel, bias, threads):

@@ -1,6 +1,8 @@
 // LSTM kernels for the CPU, as XLA FFI custom calls: one layer over a
-// whole sequence, forward (LstmForward) and backward (LstmBackward), and
-// a stack of cells with a linear head decoding free-running (LstmDecode).
+// whole sequence, forward (LstmForward, keeping what the backward pass
+// reads; LstmInfer, keeping only the outputs) and backward
+// (LstmBackward), and a stack of cells with a linear head decoding
+// free-running (LstmDecode).
 //
 // Arrays are time-major and row-major: xs [T, B, F], hs and cs [T, B, H],
 // acts [T, B, 4H] (the activated gates i, f, g, o, as Flax orders them).
@@ -319,22 +321,40 @@ void GatherInputs(const Shape& s, const float* xs, const float* h0,
   }
 }
 
+// Without acts and cs (null: inference, nothing to differentiate), the
+// gates go to scratch and each row's c only to the next step, the last
+// to c_last: the gates' stores took about a quarter of the forward pass.
 void ForwardRows(const Shape& s, const float* xs, const float* h0,
                  const float* c0, const float* w, const float* b, float* hs,
-                 float* cs, float* acts, int64_t begin, int64_t end) {
+                 float* cs, float* acts, float* c_last, int64_t begin,
+                 int64_t end) {
   const int64_t H = s.hidden, K = s.width(), G = s.gates();
   const int64_t rows = end - begin;
-  std::vector<float> xh(rows * K), pre(rows * G);
+  std::vector<float> xh(rows * K), pre(rows * G), gates(acts ? 0 : G),
+      c_kept(cs ? 0 : 2 * rows * H);
   for (int64_t t = 0; t < s.time; ++t) {
     GatherInputs(s, xs, h0, hs, t, begin, end, xh.data());
     AddMatmul(rows, xh.data(), K, w, K, G, b, pre.data(), G);
     for (int64_t row = begin; row < end; ++row) {
-      const int64_t at = t * s.batch + row;
-      const float* c_prev = t ? cs + (at - s.batch) * H : c0 + row * H;
-      ForwardGates(&pre[(row - begin) * G], c_prev, acts + at * G,
-                   cs + at * H, hs + at * H, H);
+      const int64_t at = t * s.batch + row, r = row - begin;
+      const float* c_prev;
+      float* c;
+      if (cs) {
+        c_prev = t ? cs + (at - s.batch) * H : c0 + row * H;
+        c = cs + at * H;
+      } else {
+        c_prev = t ? &c_kept[((t - 1) % 2 * rows + r) * H] : c0 + row * H;
+        c = &c_kept[(t % 2 * rows + r) * H];
+      }
+      ForwardGates(&pre[r * G], c_prev, acts ? acts + at * G : gates.data(),
+                   c, hs + at * H, H);
     }
   }
+  if (c_last && !cs)
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(c_last + (begin + r) * H,
+                  &c_kept[((s.time - 1) % 2 * rows + r) * H],
+                  H * sizeof(float));
 }
 
 // wt is w transposed, [4H, width_padded], its extra columns zero; dw
@@ -461,7 +481,21 @@ ffi::Error Forward(ffi::ThreadPool pool, Buffer xs, Buffer h0, Buffer c0,
   auto work = [&](int64_t, int64_t begin, int64_t end) {
     ForwardRows(s, xs.typed_data(), h0.typed_data(), c0.typed_data(),
                 w.typed_data(), b.typed_data(), hs->typed_data(),
-                cs->typed_data(), acts->typed_data(), begin, end);
+                cs->typed_data(), acts->typed_data(), nullptr, begin, end);
+  };
+  ForEachChunk(s, threads, pool, work);
+  return ffi::Error::Success();
+}
+
+// The forward pass for inference: hs and the last c, no residuals.
+ffi::Error Infer(ffi::ThreadPool pool, Buffer xs, Buffer h0, Buffer c0,
+                 Buffer w, Buffer b, Result hs, Result c_last,
+                 int64_t threads) {
+  const Shape s = ShapeOf(xs, h0);
+  auto work = [&](int64_t, int64_t begin, int64_t end) {
+    ForwardRows(s, xs.typed_data(), h0.typed_data(), c0.typed_data(),
+                w.typed_data(), b.typed_data(), hs->typed_data(), nullptr,
+                nullptr, c_last->typed_data(), begin, end);
   };
   ForEachChunk(s, threads, pool, work);
   return ffi::Error::Success();
@@ -551,6 +585,18 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmForward, Forward,
                                   .Ret<Buffer>()  // hs
                                   .Ret<Buffer>()  // cs
                                   .Ret<Buffer>()  // acts
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmInfer, Infer,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Buffer>()  // xs
+                                  .Arg<Buffer>()  // h0
+                                  .Arg<Buffer>()  // c0
+                                  .Arg<Buffer>()  // w
+                                  .Arg<Buffer>()  // b
+                                  .Ret<Buffer>()  // hs
+                                  .Ret<Buffer>()  // c_last
                                   .Attr<int64_t>("threads"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmBackward, Backward,

@@ -86,6 +86,32 @@ def test_kernel_equals_flax_scan_of_the_cell(batch, time, features, hidden):
     jax.tree.map(close, result, expected)
 
 
+@pytest.mark.parametrize("batch, time, hidden", [(67, 5, 13), (9, 6, 20)])
+def test_inference_gives_the_outputs_of_training_bit_for_bit(
+    batch, time, hidden
+):
+    # Outside differentiation the kernel keeps no residuals (LstmInfer);
+    # under it, it does (LstmForward). Both must equal Flax's scan, and
+    # each other exactly. An odd and an even length: the last c comes
+    # from either of the two buffers it alternates between.
+    inputs = random_values(0, (batch, time, 2))
+    carry = (
+        random_values(1, (batch, hidden)),
+        random_values(2, (batch, hidden)),
+    )
+    rnn = nn.RNN(OneMatmulLSTMCell(hidden), return_carry=True)
+    params = rnn.init(jax.random.PRNGKey(3), inputs)["params"]
+    kernel, bias = cell_kernel_and_bias(params["cell"])
+
+    inferred = jax.jit(kernels.lstm_sequence)(inputs, carry, kernel, bias)
+    trained, _ = jax.vjp(kernels.lstm_sequence, inputs, carry, kernel, bias)
+    expected = rnn.apply({"params": params}, inputs, initial_carry=carry)
+
+    jax.tree.map(np.testing.assert_array_equal, inferred, trained)
+    close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-5)
+    jax.tree.map(close, inferred, expected)
+
+
 def test_kernel_outputs_do_not_depend_on_the_thread_count():
     batch, hidden = 150, 8  # eight chunks of rows: 20 each, the last 10
     inputs = random_values(0, (batch, 5, 1))
