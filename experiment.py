@@ -356,17 +356,17 @@ def training_summary(
     }
 
 
+# Validation improves on most early epochs, and an orbax save costs
+# 0.2-0.3 s of CPU (its threads, tensorstore, the files): about three
+# epochs' train steps in the default run. Hence the waiting below.
 class Checkpoints:
     """Writes a run's checkpoints, of which the manager keeps the best
     epoch's and the latest.
 
-    Validation improves on most early epochs, and a save costs 0.2-0.3 s
-    of CPU (orbax's threads, tensorstore, the files), as much as three
-    epochs of the default run: a best that is not due waits in memory
-    (models are immutable) until a later epoch is saved, and is dropped
-    if a better best comes first. A crash loses it with the epochs after
-    the latest checkpoint, which a resumed run trains again to the same
-    numbers.
+    A best that is not due waits in memory (models are immutable) until
+    a later epoch is saved, and is dropped if a better best comes first.
+    A crash loses it with the epochs after the latest checkpoint, which
+    a resumed run trains again to the same numbers.
     """
 
     def __init__(

@@ -132,36 +132,37 @@ def _load() -> str | None:
     return None
 
 
-def _forward(xs, carry, kernel, bias, threads):
-    """The kernel's forward call on time-major xs [time, batch, features]:
-    hs and cs [time, batch, hidden] and acts [time, batch, 4 hidden], the
-    activated gates."""
+def _sequence_call(name, xs, carry, kernel, bias, threads, *shapes):
+    """The kernel `name` over time-major xs [time, batch, features] from
+    `carry`; its float32 results have `shapes`."""
     c0, h0 = carry
-    time, batch, _ = xs.shape
-    hidden = h0.shape[-1]
-    states = jax.ShapeDtypeStruct((time, batch, hidden), jnp.float32)
-    acts = jax.ShapeDtypeStruct((time, batch, 4 * hidden), jnp.float32)
-    call = jax.ffi.ffi_call(
-        "LstmForward", (states, states, acts), vmap_method="sequential"
-    )
+    results = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in shapes]
+    call = jax.ffi.ffi_call(name, results, vmap_method="sequential")
     return call(xs, h0, c0, kernel, bias, threads=threads)
+
+
+def _forward(xs, carry, kernel, bias, threads):
+    """hs and cs [time, batch, hidden] and acts [time, batch, 4 hidden],
+    the activated gates: what the backward pass reads."""
+    time, batch, _ = xs.shape
+    states = (time, batch, carry[1].shape[-1])
+    gates = (time, batch, 4 * states[-1])
+    return _sequence_call(
+        "LstmForward", xs, carry, kernel, bias, threads, states, states, gates
+    )
 
 
 def _infer(xs, carry, kernel, bias, threads):
-    """The forward call without residuals: hs and the last c, the same
-    numbers as `_forward`'s."""
-    c0, h0 = carry
+    """hs [time, batch, hidden] and the last c [batch, hidden]: the same
+    numbers as `_forward`'s, without its residuals."""
     time, batch, _ = xs.shape
-    hidden = h0.shape[-1]
-    call = jax.ffi.ffi_call(
+    hidden = carry[1].shape[-1]
+    return _sequence_call(
         "LstmInfer",
-        (
-            jax.ShapeDtypeStruct((time, batch, hidden), jnp.float32),
-            jax.ShapeDtypeStruct((batch, hidden), jnp.float32),
-        ),
-        vmap_method="sequential",
+        *(xs, carry, kernel, bias, threads),
+        (time, batch, hidden),
+        (batch, hidden),
     )
-    return call(xs, h0, c0, kernel, bias, threads=threads)
 
 
 # Outside differentiation JAX calls the function itself, which keeps no

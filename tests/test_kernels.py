@@ -103,13 +103,48 @@ def test_inference_gives_the_outputs_of_training_bit_for_bit(
     params = rnn.init(jax.random.PRNGKey(3), inputs)["params"]
     kernel, bias = cell_kernel_and_bias(params["cell"])
 
-    inferred = jax.jit(kernels.lstm_sequence)(inputs, carry, kernel, bias)
+    inference = jax.jit(kernels.lstm_sequence)
+    assert "LstmInfer" in inference.lower(inputs, carry, kernel, bias).as_text()
+    inferred = inference(inputs, carry, kernel, bias)
     trained, _ = jax.vjp(kernels.lstm_sequence, inputs, carry, kernel, bias)
     expected = rnn.apply({"params": params}, inputs, initial_carry=carry)
 
     jax.tree.map(np.testing.assert_array_equal, inferred, trained)
     close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-5)
     jax.tree.map(close, inferred, expected)
+
+
+def test_a_unit_in_a_vector_lane_rounds_as_one_left_over():
+    # 20 units: 0-15 go 16 at a time (with AVX-512), 16-19 one at a time;
+    # their 80 gate columns are whole vectors in the matmuls, so only the
+    # gates' code differs between unit 0 and unit 16. Given the same
+    # weights, bias and state, and each one's h the same weights into
+    # the gates, the two stay equal, bit for bit, through every step,
+    # forward and backward, if the vector and the scalar code round alike.
+    hidden, batch, time = 20, 16, 12
+    unit_0, unit_16 = (np.arange(4) * hidden + u for u in (0, 16))
+    kernel = np.array(random_values(1, (2 + hidden, 4 * hidden)))
+    kernel[:, unit_16] = kernel[:, unit_0]  # each gate's column
+    kernel[2 + 16] = kernel[2 + 0]  # the row that h_16 multiplies
+    bias = np.array(random_values(2, (4 * hidden,)))
+    bias[unit_16] = bias[unit_0]
+    inputs = random_values(0, (batch, time, 2))
+    c, h = (np.array(random_values(k, (batch, hidden))) for k in (3, 4))
+    c[:, 16], h[:, 16] = c[:, 0], h[:, 0]
+
+    def loss(kernel, bias):
+        (c_last, _), outputs = kernels.lstm_sequence(
+            inputs, (c, h), kernel, bias
+        )
+        return jnp.sum(jnp.sin(outputs)) + jnp.sum(c_last**2), outputs
+
+    (_, outputs), grads = jax.jit(
+        jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
+    )(kernel, bias)
+    dkernel, dbias = grads
+    np.testing.assert_array_equal(outputs[..., 16], outputs[..., 0])
+    np.testing.assert_array_equal(dbias[unit_16], dbias[unit_0])
+    np.testing.assert_array_equal(dkernel[:2, unit_16], dkernel[:2, unit_0])
 
 
 def test_kernel_outputs_do_not_depend_on_the_thread_count():
@@ -151,7 +186,9 @@ def decoder_reference(carries, cells, head, first, steps):
 
 
 # Two layers, and a batch cut into chunks of rows with a partial one.
-@pytest.mark.parametrize("batch, hidden, layers", [(3, 8, 1), (67, 13, 2)])
+@pytest.mark.parametrize(
+    "batch, hidden, layers", [(3, 8, 1), (67, 13, 2), (67, 20, 2)]
+)
 def test_decoder_kernel_equals_the_cells_step_by_step(batch, hidden, layers):
     carries = [
         (
@@ -184,14 +221,16 @@ def test_decoder_kernel_equals_the_cells_step_by_step(batch, hidden, layers):
         np.testing.assert_array_equal(again, result)
 
 
+@pytest.mark.parametrize("differentiated", [False, True])
 @pytest.mark.parametrize("hidden", [4, 20])
-def test_a_nan_input_gives_nan_outputs(hidden):
+def test_a_nan_input_gives_nan_outputs(hidden, differentiated):
     inputs = jnp.array([[[1.0], [jnp.nan], [2.0]]])
     carry = (jnp.zeros((1, hidden)), jnp.zeros((1, hidden)))
     kernel = random_values(1, (1 + hidden, 4 * hidden))
     bias = jnp.zeros(4 * hidden)
 
-    _, outputs = kernels.lstm_sequence(inputs, carry, kernel, bias)
+    run = jax.vjp if differentiated else lambda f, *args: (f(*args), None)
+    (_, outputs), _ = run(kernels.lstm_sequence, inputs, carry, kernel, bias)
 
     assert np.isfinite(outputs[0, 0]).all()
     assert np.isnan(outputs[0, 1:]).all()
