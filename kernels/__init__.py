@@ -75,7 +75,7 @@ def _compile(compiler: str) -> Path:
         return library
 
     library.parent.mkdir(parents=True, exist_ok=True)
-    log.info("compiling %s (once for this machine)", SOURCE.name)
+    log.info("compiling %s (once, kept in %s)", SOURCE.name, library.parent)
     # Built beside its final name and renamed into place, so that two
     # processes compiling at once never load a half-written file.
     with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
