@@ -246,8 +246,14 @@ def start_or_resume(
         return create(), Progress()
     move_aside(manager, meta["damaged"])
     check_same_config(manager.directory, config, model.config)
-    log.info("%s: resuming after epoch %d", manager.directory, meta["epoch"])
-    return model.replace(config=config), Progress.from_json(meta)
+    progress = Progress.from_json(meta)
+    finished = progress.stopped or progress.epoch >= config.epochs
+    where = (manager.directory, progress.epoch)
+    if finished:
+        log.info("%s: trained to epoch %d; evaluating only", *where)
+    else:
+        log.info("%s: resuming after epoch %d", *where)
+    return model.replace(config=config), progress
 
 
 class Session(Protocol):
