@@ -157,11 +157,9 @@ def _infer(xs, carry, kernel, bias, threads):
     numbers as `_forward`'s, without its residuals."""
     time, batch, _ = xs.shape
     hidden = carry[1].shape[-1]
+    states, last = (time, batch, hidden), (batch, hidden)
     return _sequence_call(
-        "LstmInfer",
-        *(xs, carry, kernel, bias, threads),
-        (time, batch, hidden),
-        (batch, hidden),
+        "LstmInfer", xs, carry, kernel, bias, threads, states, last
     )
 
 
